@@ -49,12 +49,17 @@ def _load(path: Path) -> None:
     ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
 
 
+def user_disabled() -> bool:
+    """True when the user switched the optimized BLAS off on purpose (then slow runs are allowed)."""
+    return os.environ.get(ENV_VAR, "").strip().lower() in {"off", "0", "none", "false"}
+
+
 def _choose() -> BlasChoice:
     if sys.platform != "linux":
         return BlasChoice("platform BLAS (Accelerate on macOS)", None, True,
                           "not Linux: MLX's own BLAS is already optimized")
     setting = os.environ.get(ENV_VAR, "").strip()
-    if setting.lower() in {"off", "0", "none", "false"}:
+    if user_disabled():
         return BlasChoice("MLX bundled reference BLAS", None, False,
                           f"{ENV_VAR}={setting} switched the optimized BLAS off")
     if "mlx.core" in sys.modules:
@@ -84,6 +89,7 @@ def _choose() -> BlasChoice:
 
 
 CHOICE: BlasChoice = _choose()
+
 
 
 def matmul_gflops(n: int = 512, repeats: int = 3) -> float:

@@ -1,0 +1,78 @@
+"""`python scripts/train.py CONFIG` (or `--config CONFIG`): validate, plan, train.
+
+User errors (bad config, missing data, corrupt checkpoint) print one line to stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hjepa_mlx import blas
+from hjepa_mlx.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description="Train H-JEPA from a YAML config.")
+    p.add_argument("config_path", nargs="?", metavar="CONFIG", help="YAML config file")
+    p.add_argument("--config", dest="config_flag", metavar="CONFIG", help="YAML config file (same as CONFIG)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set training.epochs=2 (repeatable)")
+    p.add_argument("--output-dir", help="run directory (default: experiment.output_dir)")
+    p.add_argument("--resume", metavar="auto|PATH",
+                   help="continue from the latest checkpoint in the run directory (auto) or from PATH")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu", "mps", "cuda"],
+                   help="override the config's device")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the config, print the resolved config and the plan, and exit")
+    return p
+
+
+def _config_path(args, parser) -> str:
+    if args.config_path and args.config_flag and args.config_path != args.config_flag:
+        parser.error(f"two configs given ({args.config_path} and --config {args.config_flag}); give one")
+    path = args.config_path or args.config_flag
+    if not path:
+        parser.error("no config given; e.g. python scripts/train.py configs/quickstart.yaml")
+    return path
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    path = _config_path(args, parser)
+
+    from hjepa_mlx.config import load_config
+    from hjepa_mlx.plan import describe_plan, make_plan
+
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    loaded = load_config(path, overrides)
+    for note in loaded.notes:
+        print(note)
+    print(blas.describe())
+    plan = make_plan(loaded.config, output_dir=args.output_dir)
+    if args.dry_run:
+        from hjepa_mlx.config import dump_yaml
+
+        print("# resolved config")
+        print(dump_yaml(loaded.config).rstrip())
+        print(describe_plan(plan))
+        return 0
+    if not blas.CHOICE.optimized and sys.platform == "linux" and not blas.user_disabled():
+        raise UserError("refusing to train on MLX's reference BLAS (~2 GFLOP/s): " + blas.CHOICE.reason +
+                        f"; or set {blas.ENV_VAR}=off to train slowly anyway")
+    from hjepa_mlx.train import train
+
+    print(describe_plan(plan))
+    return train(loaded, plan, resume=args.resume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,342 @@
+"""Load a YAML file into the frozen `Config`: aliases, strict keys, types, ranges, `--set` overrides.
+
+Nothing is dropped: an unknown key is an error naming its dotted path, the file and the closest valid
+key. Cross-field rules live in `rules.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hjepa_mlx.config.aliases import ALIASES
+from hjepa_mlx.config.schema import Config
+from hjepa_mlx.errors import UserError
+
+_MISSING = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    provided: frozenset[str]   # canonical dotted paths the user wrote (file or --set)
+    source: str                # file name, for messages
+    notes: tuple[str, ...]     # one-line remarks to print (e.g. a key of a disabled feature)
+
+
+# ---------------------------------------------------------------- reading
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"config file not found: {p} (give the path to a YAML file, e.g. configs/quickstart.yaml)")
+    if p.is_dir():
+        raise UserError(f"config path is a directory, not a file: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {p}: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{p}: invalid YAML{where}: {problem}") from None
+    if raw is None:
+        raise UserError(f"{p}: the config file is empty; start from configs/quickstart.yaml")
+    if not isinstance(raw, dict):
+        raise UserError(f"{p}: the top level must be a mapping of sections (experiment:, model:, ...), "
+                        f"got a {type(raw).__name__}")
+    return raw
+
+
+# ---------------------------------------------------------------- aliases
+
+def _get(tree: dict, path: str, default=_MISSING):
+    node = tree
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _pop(tree: dict, path: str):
+    *parents, leaf = path.split(".")
+    node = tree
+    for part in parents:
+        node = node[part]
+    return node.pop(leaf)
+
+
+def _set(tree: dict, path: str, value, source: str) -> None:
+    *parents, leaf = path.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"{source}: '{'.'.join(parents[:i + 1])}' must be a mapping to hold '{path}'")
+        node = child
+    node[leaf] = value
+
+
+def _merge(canonical: Any, legacy: Any, legacy_path: str, canonical_path: str, source: str) -> Any:
+    """Combine two spellings of one key; equal leaves are fine, different ones are an error."""
+    if isinstance(canonical, dict) and isinstance(legacy, dict):
+        merged = dict(canonical)
+        for key, value in legacy.items():
+            merged[key] = (_merge(canonical[key], value, f"{legacy_path}.{key}", f"{canonical_path}.{key}", source)
+                           if key in canonical else value)
+        return merged
+    if canonical != legacy:
+        raise UserError(f"{source}: '{legacy_path}' ({legacy!r}) and '{canonical_path}' ({canonical!r}) are two "
+                        f"spellings of the same key with different values; keep one")
+    return canonical
+
+
+def apply_aliases(raw: dict, source: str) -> dict:
+    tree = copy.deepcopy(raw)
+    for legacy, canonical in ALIASES.items():
+        value = _get(tree, legacy)
+        if value is _MISSING:
+            continue
+        _pop(tree, legacy)
+        existing = _get(tree, canonical)
+        if existing is not _MISSING:
+            value = _merge(existing, value, legacy, canonical, source)
+        _set(tree, canonical, value, source)
+    return tree
+
+
+# ---------------------------------------------------------------- typed conversion
+
+def _all_paths(cls, prefix="") -> list[str]:
+    out = []
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        out.append(path)
+        sub = _section_type(typing.get_type_hints(cls)[f.name])
+        if sub is not None:
+            out.extend(_all_paths(sub, path + "."))
+    return out
+
+
+def _section_type(tp):
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):
+            return args[0]
+    return None
+
+
+def _suggest(path: str, cls_at_level, level_prefix: str) -> str:
+    leaf = path.rsplit(".", 1)[-1]
+    here = [f.name for f in dataclasses.fields(cls_at_level)]
+    close = difflib.get_close_matches(leaf, here, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{level_prefix}{close[0]}'?"
+    elsewhere = [p for p in _all_paths(Config) if p.rsplit(".", 1)[-1] == leaf]
+    if elsewhere:
+        return f"did you mean '{elsewhere[0]}'?"
+    anywhere = difflib.get_close_matches(path, _all_paths(Config), n=1, cutoff=0.6)
+    if anywhere:
+        return f"did you mean '{anywhere[0]}'?"
+    return f"valid keys here: {', '.join(here)}"
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} numbers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _scalar(value, tp, path: str, source: str):
+    bad = UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):
+            # PyYAML reads `1e-5` (no dot) as a string; accept numeric strings.
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, (int, float)):
+            value = float(value)
+            if not math.isfinite(value):
+                raise bad
+            return value
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise TypeError(f"schema type not handled: {tp}")
+
+
+def _check_range(value, meta: dict, path: str, source: str) -> None:
+    rng = meta.get("range")
+    if rng is None or value is None:
+        return
+    lo, hi, lo_open, hi_open = rng
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            interval = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
+            raise UserError(f"{source}: '{path}' = {value!r} is out of range; it must lie in {interval}")
+        if hi is not None and (v > hi or (hi_open and v == hi)):
+            interval = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi}{')' if hi_open else ']'}"
+            raise UserError(f"{source}: '{path}' = {value!r} is out of range; it must lie in {interval}")
+    if meta.get("ordered") and values[0] > values[1]:
+        raise UserError(f"{source}: '{path}' = {list(value)} must be [low, high] with low <= high")
+    if "min_len" in meta and len(values) < meta["min_len"]:
+        raise UserError(f"{source}: '{path}' needs at least {meta['min_len']} value(s)")
+
+
+def _convert(value, tp, path: str, source: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], path, source)
+    if value is None:
+        raise UserError(f"{source}: '{path}' must be {_type_name(tp)}, got null")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"{source}: '{path}' = {value!r} is not allowed; choose {_type_name(tp)}{hint}")
+        return value
+    section = _section_type(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path + ".", source)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            if section is not None:
+                return tuple(_build(section, v, f"{path}[{i}].", source) for i, v in enumerate(value))
+            return tuple(_scalar(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise UserError(f"{source}: '{path}' must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(_scalar(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+    return _scalar(value, tp, path, source)
+
+
+def _build(cls, raw, prefix: str, source: str):
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: '{where}' must be a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            path = f"{prefix}{key}"
+            raise UserError(f"{source}: unknown key '{path}'; {_suggest(path, cls, prefix)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            value = _convert(raw[f.name], hints[f.name], prefix + f.name, source)
+            _check_range(value, f.metadata, prefix + f.name, source)
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _leaf_paths(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        out.add(path)
+        if isinstance(value, dict):
+            out |= _leaf_paths(value, path + ".")
+    return out
+
+
+# ---------------------------------------------------------------- overrides
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b.c=value` -> ("a.b.c", value); the value is read as YAML (numbers, lists, true/false)."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set training.epochs=2")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"--set {text!r}: the key must be a dotted path like training.lr")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), *, raw: dict | None = None) -> LoadedConfig:
+    """Read, alias, override, validate. `raw` lets tests pass a dict instead of a file."""
+    from hjepa_mlx.config.aliases import canonical_path
+    from hjepa_mlx.config.rules import check_rules
+
+    source = str(path) if path is not None else "<config>"
+    resolved = False
+    if raw is None:
+        raw = read_yaml(path)
+        with open(path, encoding="utf-8") as fh:
+            resolved = fh.readline().rstrip("\n") == RESOLVED_HEADER
+    tree = apply_aliases(raw, source)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set(tree, canonical_path(key), value, f"--set {key}")
+    # A resolved file spells out every key, so "was this key written?" checks do not apply to it.
+    provided = frozenset() if resolved else frozenset(_leaf_paths(tree))
+    config = _build(Config, tree, "", source)
+    notes = check_rules(config, provided, source)
+    return LoadedConfig(config=config, provided=provided, source=source, notes=tuple(notes))
+
+
+def to_dict(config: Config) -> dict:
+    """Plain nested dict (tuples as lists) for YAML/JSON output."""
+    def plain(x):
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+    return plain(dataclasses.asdict(config))
+
+
+RESOLVED_HEADER = "# hjepa-mlx resolved config: every key with the value the run used"
+
+
+def dump_yaml(config: Config) -> str:
+    """The resolved config as YAML; `load_config` recognises the header and reloads it as complete."""
+    return RESOLVED_HEADER + "\n" + yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,239 @@
+"""The canonical configuration schema: one frozen dataclass per section.
+
+Every field is read in exactly one place of the code base. A field's type drives the validation in
+`loader.py` (bool, int, float, str, Optional, Literal choices, fixed-length tuples, nested sections,
+lists of sections); `field(metadata=...)` adds ranges. Legacy spellings live in `aliases.py`, never here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Tuple
+
+
+def num(default, lo=None, hi=None, *, lo_open=False, hi_open=False):
+    """A numeric field with an allowed range: [lo, hi], open at either end when asked."""
+    return field(default=default, metadata={"range": (lo, hi, lo_open, hi_open)})
+
+
+def pair(default, lo=None, hi=None, *, lo_open=False):
+    """A (low, high) field: both inside the range and low <= high."""
+    return field(default=default, metadata={"range": (lo, hi, lo_open, False), "ordered": True})
+
+
+def seq(default, lo=None, hi=None, *, lo_open=False, min_len=1):
+    """A variable-length list of numbers inside a range."""
+    return field(default=default, metadata={"range": (lo, hi, lo_open, False), "min_len": min_len})
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "hjepa"
+    seed: int = num(0, 0)
+    output_dir: str = "runs/hjepa"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    use_rope: bool = False
+    theta: float = num(10000.0, 0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class FPNConfig:
+    use_fpn: bool = False
+    feature_dim: Optional[int] = num(None, 1)   # None: the encoder width
+    fusion_method: Literal["add", "concat"] = "add"
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    embed_dim: int = num(384, 1)               # predictor width (I-JEPA: 384)
+    depth: int = num(6, 1)
+    num_heads: int = num(6, 1)
+    mlp_ratio: float = num(4.0, 0.0, lo_open=True)
+    qkv_bias: bool = True
+    dropout: float = num(0.0, 0.0, 1.0, hi_open=True)
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    momentum: float = num(0.996, 0.0, 1.0)
+    momentum_end: float = num(1.0, 0.0, 1.0)
+    momentum_warmup_epochs: int = num(0, 0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder_type: str = "vit_tiny_patch16_224"
+    embed_dim: Optional[int] = num(None, 1)    # None: the encoder's width; else must match it
+    num_hierarchies: int = num(3, 1, 4)
+    use_flash_attention: bool = True
+    use_layerscale: bool = False
+    layerscale_init: float = num(1e-5, 0.0, lo_open=True)
+    rope: RopeConfig = RopeConfig()
+    fpn: FPNConfig = FPNConfig()
+    predictor: PredictorConfig = PredictorConfig()
+    ema: EMAConfig = EMAConfig()
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str = "synthetic"
+    weight: float = num(1.0, 0.0, lo_open=True)
+    path: str = "./data"
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    num_train: int = num(2048, 1)
+    num_val: int = num(256, 1)
+    num_classes: int = num(10, 2)
+
+
+@dataclass(frozen=True)
+class DeiT3Config:
+    auto_augment: bool = False
+    rand_aug_num_ops: int = num(2, 0)
+    rand_aug_magnitude: float = num(9.0, 0.0, 30.0)
+    random_erasing_prob: float = num(0.0, 0.0, 1.0)
+    mixup_alpha: float = num(0.0, 0.0)
+    cutmix_alpha: float = num(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class TransformsConfig:
+    strategy: Literal["default", "deit3"] = "default"
+    crop_scale: Tuple[float, float] = pair((0.3, 1.0), 0.0, 1.0, lo_open=True)
+    crop_ratio: Tuple[float, float] = pair((0.75, 4.0 / 3.0), 0.0, lo_open=True)
+    horizontal_flip: bool = True
+    color_jitter: float = num(0.0, 0.0, 1.0)
+    deit3: DeiT3Config = DeiT3Config()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "synthetic"
+    data_path: str = "./data"
+    use_multi_dataset: bool = False
+    datasets: Tuple[DatasetEntry, ...] = ()
+    sampling_strategy: Literal["weighted", "balanced", "concat"] = "weighted"
+    image_size: int = num(224, 1)
+    batch_size: int = num(32, 1)
+    num_workers: int = num(2, 0)
+    pin_memory: bool = False
+    transforms: TransformsConfig = TransformsConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = num(10, 1)
+    steps_per_epoch: Optional[int] = num(None, 1)   # None: the dataset's length / batch size
+    warmup_epochs: float = num(1.0, 0.0)
+    optimizer: Literal["adamw"] = "adamw"
+    lr: float = num(1.5e-4, 0.0, lo_open=True)
+    weight_decay: float = num(0.04, 0.0)
+    weight_decay_end: Optional[float] = num(None, 0.0)   # None: constant weight decay
+    betas: Tuple[float, float] = field(default=(0.9, 0.95), metadata={"range": (0.0, 1.0, False, True)})
+    lr_schedule: Literal["cosine", "linear"] = "cosine"
+    min_lr_ratio: float = num(0.01, 0.0, 1.0)
+    warmup_lr_ratio: float = num(0.001, 0.0, 1.0)
+    clip_grad: Optional[float] = num(3.0, 0.0)           # None or 0: no clipping
+    use_amp: bool = False
+    accumulation_steps: int = num(1, 1)
+    use_gradient_checkpointing: bool = False
+    max_nonfinite_steps: int = num(10, 1)                # consecutive skipped updates before stopping
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    num_masks: int = num(4, 1)
+    mask_scale: Tuple[float, float] = pair((0.15, 0.2), 0.0, 1.0, lo_open=True)
+    aspect_ratio: Tuple[float, float] = pair((0.75, 1.5), 0.0, lo_open=True)
+    num_context_masks: int = num(1, 1)
+    context_scale: Tuple[float, float] = pair((0.85, 1.0), 0.0, 1.0, lo_open=True)
+    min_keep: int = num(10, 1)
+
+
+@dataclass(frozen=True)
+class VICRegConfig:
+    sim_coeff: float = num(25.0, 0.0)
+    std_coeff: float = num(25.0, 0.0)
+    cov_coeff: float = num(1.0, 0.0)
+
+
+LossType = Literal["smoothl1", "mse", "huber", "combined", "cjepa"]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    type: LossType = "smoothl1"
+    jepa_loss_type: Optional[Literal["smoothl1", "mse", "huber"]] = None
+    hierarchy_weights: Tuple[float, ...] = seq((1.0, 0.7, 0.5), 0.0)
+    normalize_embeddings: bool = False
+    jepa_weight: float = num(1.0, 0.0)
+    huber_delta: float = num(1.0, 0.0, lo_open=True)
+    use_vicreg: Optional[bool] = None          # None: on for type combined/cjepa, off otherwise
+    vicreg_weight: float = num(0.1, 0.0)
+    vicreg: VICRegConfig = VICRegConfig()
+    use_contrastive: bool = False
+    contrastive_weight: float = num(0.1, 0.0)
+    contrastive_temperature: float = num(0.1, 0.0, lo_open=True)
+    use_cosine_similarity: bool = True
+    contrastive_on_context: bool = False
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    use_wandb: bool = False
+    use_tensorboard: bool = True
+    log_frequency: int = num(50, 1)
+    log_images: bool = False
+    log_attention: bool = False
+    log_gradients: bool = False
+    log_dataset_distribution: bool = False
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    save_frequency: int = num(1, 1)            # epochs
+    save_best: bool = True
+    metric: Literal["val_loss", "train_loss", "knn_top1"] = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    keep_last_k: int = num(3, 1)
+
+
+@dataclass(frozen=True)
+class KNNConfig:
+    enabled: bool = False
+    k_values: Tuple[int, ...] = seq((1, 5, 20), 1)
+    frequency: int = num(1, 1)                 # epochs
+    temperature: float = num(0.07, 0.0, lo_open=True)
+    max_train_images: int = num(5000, 1)       # bank size: k-NN cost grows with it
+    max_val_images: int = num(1000, 1)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    eval_frequency: int = num(1, 1)            # epochs between validation-loss passes
+    val_batches: int = num(4, 1)               # held-out batches per validation pass
+    knn: KNNConfig = KNNConfig()
+
+
+Device = Literal["auto", "cpu", "gpu", "mps", "cuda"]
+
+
+@dataclass(frozen=True)
+class Config:
+    experiment: ExperimentConfig = ExperimentConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
+    masking: MaskingConfig = MaskingConfig()
+    loss: LossConfig = LossConfig()
+    logging: LoggingConfig = LoggingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    device: Device = "auto"

@@ -1,0 +1,131 @@
+"""The run plan: what a config will build and how long it runs, computed before anything heavy.
+
+`--dry-run` prints it; the trainer uses the same numbers, so the plan and the run cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hjepa_mlx.config.rules import prediction_kind, vicreg_enabled
+from hjepa_mlx.config.schema import Config
+
+# Images each dataset contributes to self-supervised training (STL-10 uses train + unlabeled, as the
+# seed documents count it). Used by the plan when the files are not on disk yet.
+NOMINAL_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 105_000, "imagenet100": 126_689}
+SSL_TRAIN_SPLIT = {"stl10": "train+unlabeled"}
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    name: str
+    path: str
+    weight: float
+    split: str
+    size: int | None       # None: unknown until the files are read (imagefolder)
+    size_is_nominal: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    run_dir: str
+    encoder: object        # models.specs.EncoderSpec
+    image_size: int
+    grid: tuple[int, int]
+    datasets: tuple[DatasetPlan, ...]
+    images_per_epoch: int | None
+    batch_size: int
+    accumulation_steps: int
+    steps_per_epoch: int | None      # optimizer steps
+    total_steps: int | None
+    two_views: bool
+    loss_terms: tuple[str, ...]
+
+
+def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
+    data = config.data
+    if data.use_multi_dataset:
+        entries = [(d.name, d.path, d.weight) for d in data.datasets]
+    else:
+        entries = [(data.dataset, data.data_path, 1.0)]
+    plans = []
+    for name, path, weight in entries:
+        split = SSL_TRAIN_SPLIT.get(name, "train")
+        if name == "synthetic":
+            size, nominal = data.synthetic.num_train, False
+        else:
+            size, nominal = NOMINAL_TRAIN_SIZES.get(name), True
+        plans.append(DatasetPlan(name, path, weight, split, size, nominal))
+    return tuple(plans)
+
+
+def loss_terms(config: Config) -> tuple[str, ...]:
+    loss = config.loss
+    terms = [f"{loss.jepa_weight:g} x {prediction_kind(config)} prediction over {config.model.num_hierarchies} "
+             f"level(s), weights {list(loss.hierarchy_weights)}"]
+    if vicreg_enabled(config):
+        v = loss.vicreg
+        terms.append(f"{loss.vicreg_weight:g} x VICReg (sim {v.sim_coeff:g}, std {v.std_coeff:g}, "
+                     f"cov {v.cov_coeff:g})")
+    if loss.use_contrastive:
+        terms.append(f"{loss.contrastive_weight:g} x NT-Xent (T {loss.contrastive_temperature:g}, "
+                     f"{'context' if loss.contrastive_on_context else 'context vs target'} features)")
+    return tuple(terms)
+
+
+def needs_two_views(config: Config) -> bool:
+    return (vicreg_enabled(config) and config.loss.vicreg.sim_coeff > 0) or config.loss.use_contrastive
+
+
+def make_plan(config: Config, *, output_dir: str | None = None,
+              dataset_sizes: dict[str, int] | None = None) -> Plan:
+    """`dataset_sizes` (name -> images) replaces nominal sizes once the data has been opened."""
+    from hjepa_mlx.models.specs import parse_encoder_name
+
+    spec = parse_encoder_name(config.model.encoder_type)
+    size = config.data.image_size
+    grid = (size // spec.patch_size, size // spec.patch_size)
+    plans = dataset_plans(config)
+    if dataset_sizes:
+        plans = tuple(DatasetPlan(p.name, p.path, p.weight, p.split, dataset_sizes.get(p.name, p.size),
+                                  p.size_is_nominal and p.name not in dataset_sizes) for p in plans)
+    sizes = [p.size for p in plans]
+    images = sum(sizes) if all(s is not None for s in sizes) else None
+    t = config.training
+    per_step = config.data.batch_size * t.accumulation_steps
+    if t.steps_per_epoch is not None:
+        steps = t.steps_per_epoch
+    elif images is not None:
+        steps = images // per_step
+    else:
+        steps = None
+    total = steps * t.epochs if steps is not None else None
+    return Plan(
+        run_dir=str(Path(output_dir or config.experiment.output_dir)),
+        encoder=spec, image_size=size, grid=grid, datasets=plans, images_per_epoch=images,
+        batch_size=config.data.batch_size, accumulation_steps=t.accumulation_steps,
+        steps_per_epoch=steps, total_steps=total, two_views=needs_two_views(config),
+        loss_terms=loss_terms(config))
+
+
+def describe_plan(plan: Plan) -> str:
+    e = plan.encoder
+    lines = ["# plan",
+             f"run directory : {plan.run_dir}",
+             f"encoder       : {e.name}: width {e.embed_dim}, depth {e.depth}, heads {e.num_heads}, "
+             f"patch {e.patch_size}, image {plan.image_size} -> {plan.grid[0]}x{plan.grid[1]} patches"]
+    for d in plan.datasets:
+        size = "size known once read" if d.size is None else f"{d.size:,} images" + (
+            " (nominal; files not read yet)" if d.size_is_nominal else "")
+        lines.append(f"dataset       : {d.name} [{d.split}] at {d.path}, weight {d.weight:g}, {size}")
+    eff = plan.batch_size * plan.accumulation_steps
+    lines.append(f"batch         : {plan.batch_size} x {plan.accumulation_steps} accumulation = {eff} images per "
+                 f"optimizer step, {'two views' if plan.two_views else 'one view'} per image")
+    if plan.steps_per_epoch is not None:
+        lines.append(f"steps         : {plan.steps_per_epoch:,} per epoch, {plan.total_steps:,} in total")
+    else:
+        lines.append("steps         : known once the dataset is read")
+    for i, term in enumerate(plan.loss_terms):
+        lines.append(f"{'loss' if i == 0 else '':14}: {'+ ' if i else ''}{term}")
+    return "\n".join(lines)
