@@ -148,7 +148,8 @@ BROKEN = {
     "datasets without multi": (_with("data.datasets", [{"name": "cifar10"}]), "data.use_multi_dataset is false"),
     "unknown dataset": (_with("data.dataset", "mnist"), "'mnist' is not a known dataset"),
     # conflicting aliases
-    "conflicting vicreg spellings": (_with("loss.vicreg_invariance_weight", 5.0),
+    "conflicting vicreg spellings": (_merge(_with("loss.vicreg_invariance_weight", 5.0),
+                                            {"loss": {"vicreg": {"sim_coeff": 25.0}}}),
                                      "two spellings of the same key"),
     "conflicting fpn spellings": (_merge(_with("model.use_fpn", True), {"model": {"fpn": {"use_fpn": False}}}),
                                   "'model.use_fpn'"),

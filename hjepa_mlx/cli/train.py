@@ -42,7 +42,10 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = _config_path(args, parser)
 
+    import mlx.core as mx
+
     from hjepa_mlx.config import load_config
+    from hjepa_mlx.config.devices import resolve_device
     from hjepa_mlx.plan import describe_plan, make_plan
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
@@ -50,6 +53,9 @@ def run(argv: list[str] | None = None) -> int:
     for note in loaded.notes:
         print(note)
     print(blas.describe())
+    device, message = resolve_device(loaded.config.device)
+    print(message or f"device: {loaded.config.device} -> {device}")
+    mx.set_default_device(device)
     plan = make_plan(loaded.config, output_dir=args.output_dir)
     if args.dry_run:
         from hjepa_mlx.config import dump_yaml

@@ -315,7 +315,13 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, raw: dict
     tree = apply_aliases(raw, source)
     for text in overrides:
         key, value = parse_override(text)
-        _set(tree, canonical_path(key), value, f"--set {key}")
+        path = canonical_path(key)
+        valid = _all_paths(Config)
+        if path not in valid:
+            close = difflib.get_close_matches(path, valid, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UserError(f"--set {key}: unknown key{hint}")
+        _set(tree, path, value, f"--set {key}")
     # A resolved file spells out every key, so "was this key written?" checks do not apply to it.
     provided = frozenset() if resolved else frozenset(_leaf_paths(tree))
     config = _build(Config, tree, "", source)

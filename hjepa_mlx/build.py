@@ -1,0 +1,190 @@
+"""From a validated `Config` to the objects a run needs: model, mask plan, data loaders, step settings.
+
+This is the one place that reads config keys for the model, masks, data and loss; the components
+themselves take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from hjepa_mlx.config.rules import prediction_kind, vicreg_enabled
+from hjepa_mlx.config.schema import Config
+from hjepa_mlx.plan import Plan
+
+
+# ---------------------------------------------------------------- model
+
+def build_model(config: Config, plan: Plan, *, quiet: bool = False):
+    from hjepa_mlx.losses.total import LossSettings
+    from hjepa_mlx.models.hierarchy import FPN
+    from hjepa_mlx.models.hjepa import HJEPAModel
+    from hjepa_mlx.models.precision import compute_dtype
+    from hjepa_mlx.models.predictor import Predictor
+    from hjepa_mlx.models.vit import ViTEncoder
+
+    m = config.model
+    spec = plan.encoder
+    mx.random.seed(config.experiment.seed)   # initial weights are a function of the seed
+    checkpointing = config.training.use_gradient_checkpointing
+    common = dict(use_fused_attention=m.use_flash_attention, use_layerscale=m.use_layerscale,
+                  layerscale_init=m.layerscale_init, use_rope=m.rope.use_rope, rope_theta=m.rope.theta)
+
+    def encoder(use_checkpoint):
+        return ViTEncoder(patch_size=spec.patch_size, image_size=plan.image_size, embed_dim=spec.embed_dim,
+                          depth=spec.depth, num_heads=spec.num_heads, mlp_ratio=4.0, qkv_bias=True,
+                          use_checkpoint=use_checkpoint, **common)
+
+    p = m.predictor
+    predictor = Predictor(grid=plan.grid, encoder_dim=spec.embed_dim, predictor_dim=p.embed_dim, depth=p.depth,
+                          num_heads=p.num_heads, mlp_ratio=p.mlp_ratio, qkv_bias=p.qkv_bias, dropout=p.dropout,
+                          use_checkpoint=checkpointing, **common)
+    fpn = None
+    if m.fpn.use_fpn:
+        fpn = FPN(num_levels=m.num_hierarchies, in_dim=spec.embed_dim, feature_dim=m.fpn.feature_dim,
+                  fusion=m.fpn.fusion_method)
+    dtype, message = compute_dtype(config.training.use_amp, mx.default_device())
+    if message and not quiet:
+        print(message)
+    return HJEPAModel(encoder=encoder(checkpointing), target_encoder=encoder(False), predictor=predictor,
+                      fpn=fpn, grid=plan.grid, num_levels=m.num_hierarchies,
+                      normalize_embeddings=config.loss.normalize_embeddings,
+                      loss_settings=loss_settings(config), two_views=plan.two_views, compute_dtype=dtype)
+
+
+def loss_settings(config: Config):
+    from hjepa_mlx.losses.total import LossSettings
+
+    loss = config.loss
+    return LossSettings(
+        prediction_kind=prediction_kind(config), hierarchy_weights=tuple(loss.hierarchy_weights),
+        huber_delta=loss.huber_delta, jepa_weight=loss.jepa_weight,
+        vicreg=vicreg_enabled(config), vicreg_weight=loss.vicreg_weight, sim_coeff=loss.vicreg.sim_coeff,
+        std_coeff=loss.vicreg.std_coeff, cov_coeff=loss.vicreg.cov_coeff,
+        contrastive=loss.use_contrastive, contrastive_weight=loss.contrastive_weight,
+        temperature=loss.contrastive_temperature, use_cosine=loss.use_cosine_similarity,
+        on_context=loss.contrastive_on_context)
+
+
+# ---------------------------------------------------------------- masks
+
+def build_mask_plan(config: Config, plan: Plan):
+    from hjepa_mlx.masks import plan_masks
+
+    k = config.masking
+    return plan_masks(plan.grid[0], plan.grid[1], num_masks=k.num_masks, mask_scale=k.mask_scale,
+                      aspect_ratio=k.aspect_ratio, num_context_masks=k.num_context_masks,
+                      context_scale=k.context_scale, min_keep=k.min_keep, num_levels=config.model.num_hierarchies)
+
+
+# ---------------------------------------------------------------- schedules
+
+def step_settings(config: Config, plan: Plan):
+    from hjepa_mlx.step import StepSettings
+
+    t = config.training
+    per_epoch = plan.steps_per_epoch
+    return StepSettings(
+        total_steps=plan.total_steps, warmup_steps=int(round(t.warmup_epochs * per_epoch)), base_lr=t.lr,
+        warmup_lr_ratio=t.warmup_lr_ratio, min_lr_ratio=t.min_lr_ratio, lr_schedule=t.lr_schedule,
+        weight_decay=t.weight_decay, weight_decay_end=t.weight_decay_end, betas=tuple(t.betas),
+        clip_grad=t.clip_grad, accumulation_steps=t.accumulation_steps,
+        ema_start=config.model.ema.momentum, ema_end=config.model.ema.momentum_end,
+        ema_warmup_steps=config.model.ema.momentum_warmup_epochs * per_epoch)
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass
+class Loaders:
+    train: object          # BatchLoader over the (multi-)dataset, one or two views
+    val: object            # BatchLoader over held-out images, same views, no shuffling randomness needed
+    knn_train: list        # [(name, BatchLoader)] labelled train splits, eval transform
+    knn_val: list          # [(name, BatchLoader)] labelled test splits, eval transform
+
+
+def transform_spec(config: Config):
+    from hjepa_mlx.data.transforms import TransformSpec
+
+    t = config.data.transforms
+    return TransformSpec(strategy=t.strategy, crop_scale=tuple(t.crop_scale), crop_ratio=tuple(t.crop_ratio),
+                         horizontal_flip=t.horizontal_flip, color_jitter=t.color_jitter,
+                         auto_augment=t.deit3.auto_augment, rand_aug_num_ops=t.deit3.rand_aug_num_ops,
+                         rand_aug_magnitude=t.deit3.rand_aug_magnitude,
+                         random_erasing_prob=t.deit3.random_erasing_prob)
+
+
+def _entries(config: Config):
+    d = config.data
+    if d.use_multi_dataset:
+        return [(e.name, e.path, e.weight) for e in d.datasets]
+    return [(d.dataset, d.data_path, 1.0)]
+
+
+def _dataset(config: Config, name: str, root: str, split: str):
+    from hjepa_mlx.data.registry import build_dataset
+
+    s = config.data.synthetic
+    if name == "synthetic":
+        count = s.num_train if split == "train" else s.num_val
+        return build_dataset(name, root, split, num_images=count, num_classes=s.num_classes,
+                             image_size=config.data.image_size,
+                             seed=config.experiment.seed + (0 if split == "train" else 1))
+    if name == "stl10" and split == "train":
+        split = "train+unlabeled"
+    return build_dataset(name, root, split)
+
+
+def build_loaders(config: Config, plan: Plan) -> Loaders:
+    from hjepa_mlx.data.loader import BatchLoader
+    from hjepa_mlx.data.multi import MultiDataset
+    from hjepa_mlx.data.transforms import make_eval_transform, make_train_transform
+
+    d = config.data
+    seed = config.experiment.seed
+    entries = _entries(config)
+    train_sets = [_dataset(config, n, p, "train") for n, p, _ in entries]
+    val_sets = [_dataset(config, n, p, "val") for n, p, _ in entries]
+    views = 2 if plan.two_views else 1
+    train_tf = make_train_transform(transform_spec(config), d.image_size)
+    eval_tf = make_eval_transform(d.image_size)
+    if len(train_sets) > 1:
+        train = MultiDataset(train_sets, [w for _, _, w in entries], d.sampling_strategy)
+        val = MultiDataset(val_sets, [w for _, _, w in entries], "concat")
+    else:
+        train, val = train_sets[0], val_sets[0]
+    need = d.batch_size * config.training.accumulation_steps
+    if len(train) < need:
+        raise _too_small(train, need)
+    loaders = Loaders(
+        train=BatchLoader(train, d.batch_size, train_tf, views=views, seed=seed, num_workers=d.num_workers),
+        val=BatchLoader(val, d.batch_size, eval_tf if views == 1 else train_tf, views=views, seed=seed + 1,
+                        num_workers=d.num_workers, shuffle=False),
+        knn_train=[], knn_val=[])
+    if config.evaluation.knn.enabled:
+        for (name, path, _), tr, te in zip(entries, train_sets, val_sets):
+            labelled_train = tr if name != "stl10" else _dataset(config, name, path, "train_labelled")
+            loaders.knn_train.append((name, BatchLoader(labelled_train, d.batch_size, eval_tf, seed=seed,
+                                                        num_workers=d.num_workers, shuffle=False)))
+            loaders.knn_val.append((name, BatchLoader(te, d.batch_size, eval_tf, seed=seed,
+                                                      num_workers=d.num_workers, shuffle=False)))
+    return loaders
+
+
+def _too_small(dataset, need):
+    from hjepa_mlx.errors import UserError
+    return UserError(f"the training set has {len(dataset)} images, fewer than one optimizer step needs "
+                     f"({need} = data.batch_size x training.accumulation_steps)")
+
+
+def train_dataset_sizes(loaders: Loaders) -> dict[str, int]:
+    ds = loaders.train.dataset
+    parts = getattr(ds, "datasets", [ds])
+    return {p.name: len(p) for p in parts}
+
+
+def steps_for(images: int, per_step: int) -> int:
+    return max(1, math.floor(images / per_step))

@@ -1,0 +1,75 @@
+"""H-JEPA as pure functions over parameter trees: the module objects are templates only.
+
+`HJEPAModel.loss(params, target_params, micro, key)` runs, for one micro-batch:
+  context encoder on the context indices (view 1, and view 2 when two views are used),
+  target encoder on the full image (no gradient) + layer norm without affine parameters,
+  predictor for every target block, hierarchy pooling (+ FPN), and the configured loss terms.
+The prediction loss uses view 1; view 2 only feeds the pooled features of VICReg / NT-Xent.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from hjepa_mlx.losses.total import LossSettings, total_loss
+from hjepa_mlx.models.hierarchy import hierarchy_levels, target_features
+
+
+class HJEPAModel(nn.Module):
+    def __init__(self, *, encoder, target_encoder, predictor, fpn, grid, num_levels: int,
+                 normalize_embeddings: bool, loss_settings: LossSettings, two_views: bool,
+                 compute_dtype=mx.float32):
+        super().__init__()
+        self.encoder = encoder
+        self.predictor = predictor
+        if fpn is not None:
+            self.fpn = fpn
+        # Templates kept out of the trainable tree: the target encoder's weights live in state["target"].
+        self._target_encoder = target_encoder
+        self._fpn = fpn
+        self._grid = grid
+        self._num_levels = num_levels
+        self._normalize = normalize_embeddings
+        self._loss_settings = loss_settings
+        self._two_views = two_views
+        self._dtype = compute_dtype
+
+    def _cast(self, tree):
+        if self._dtype == mx.float32:
+            return tree
+        from mlx.utils import tree_map
+        return tree_map(lambda p: p.astype(self._dtype) if mx.issubdtype(p.dtype, mx.floating) else p, tree)
+
+    def encode_target(self, target_params, images):
+        """Frozen target encoder tokens (B, N, D), layer-normed without affine parameters, fp32."""
+        self._target_encoder.update(self._cast(target_params))
+        out = target_features(self._target_encoder, images.astype(self._dtype))
+        return mx.stop_gradient(out.astype(mx.float32))
+
+    def loss(self, params, target_params, micro, key):
+        self.update(self._cast(params))
+        images = micro["images"].astype(self._dtype)
+        context_idx, target_idx = micro["context_idx"], micro["target_idx"]
+        level_idx = [micro[f"level_idx_{level}"] for level in range(self._num_levels)]
+
+        target_tokens = self.encode_target(target_params, micro["images"])           # (B, N, D)
+        b, m, k = target_idx.shape
+        gathered = mx.take_along_axis(target_tokens[:, None], target_idx[..., None], axis=2)  # (B, M, K, D)
+
+        context = self.encoder(images, context_idx)                                   # (B, Nc, D)
+        pred = self.predictor(context, context_idx, target_idx).astype(mx.float32)    # (B, M, K, D)
+        levels = hierarchy_levels(pred, gathered, level_idx, self._grid, self._normalize, fpn=self._fpn)
+
+        features = {"context_pooled_1": context.astype(mx.float32).mean(axis=1),
+                    "target_pooled_1": target_tokens.mean(axis=1)}
+        if self._two_views:
+            images2 = micro["images_view2"]
+            context2 = self.encoder(images2.astype(self._dtype), context_idx)
+            features["context_pooled_2"] = context2.astype(mx.float32).mean(axis=1)
+            features["target_pooled_2"] = self.encode_target(target_params, images2).mean(axis=1)
+        loss, metrics = total_loss(self._loss_settings, levels, features)
+        metrics = {**metrics,
+                   "context_std": features["context_pooled_1"].std(axis=0).mean(),
+                   "target_std": features["target_pooled_1"].std(axis=0).mean()}
+        return loss, metrics

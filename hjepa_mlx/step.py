@@ -1,0 +1,127 @@
+"""The compiled pure train and eval steps.
+
+`train_step(state, batch) -> (state, metrics)`: for each of the k accumulation micro-batches, the
+H-JEPA loss and its gradients; their mean; global-norm clipping; AdamW with the decay mask; then the
+EMA update of the target encoder. Every step-dependent scalar (lr, weight decay, momentum) is computed
+inside from `state["step"]`, so the function is traced once per run. A non-finite loss or gradient
+skips the whole update inside the graph (no retrace) and is counted in the state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+from mlx.utils import tree_map
+
+from hjepa_mlx import optim, schedules
+from hjepa_mlx.models.ema import ema_update
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    total_steps: int
+    warmup_steps: int
+    base_lr: float
+    warmup_lr_ratio: float
+    min_lr_ratio: float
+    lr_schedule: str
+    weight_decay: float
+    weight_decay_end: float | None
+    betas: tuple[float, float]
+    clip_grad: float | None
+    accumulation_steps: int
+    ema_start: float
+    ema_end: float
+    ema_warmup_steps: int
+
+
+def lr_at(s: StepSettings, step):
+    return schedules.lr_at(step, base_lr=s.base_lr, warmup_steps=s.warmup_steps, total_steps=s.total_steps,
+                           warmup_lr_ratio=s.warmup_lr_ratio, min_lr_ratio=s.min_lr_ratio, schedule=s.lr_schedule)
+
+
+def wd_at(s: StepSettings, step):
+    return schedules.weight_decay_at(step, start=s.weight_decay, end=s.weight_decay_end, total_steps=s.total_steps)
+
+
+def momentum_at(s: StepSettings, step):
+    return schedules.ema_momentum_at(step, start=s.ema_start, end=s.ema_end, warmup_steps=s.ema_warmup_steps,
+                                     total_steps=s.total_steps)
+
+
+class TraceCounter:
+    """Counts how often a function body runs in Python: under mx.compile, that is once per trace."""
+
+    def __init__(self):
+        self.count = 0
+
+
+def make_train_step(model, settings: StepSettings, *, compile: bool = True):
+    """model: an `HJEPAModel` (see models/hjepa.py) with `.loss(params, target, micro_batch, key)`.
+
+    Returns (step_fn, trace_counter). `batch` holds arrays with a leading accumulation axis of size k.
+    """
+    counter = TraceCounter()
+    k = settings.accumulation_steps
+    decay = None
+
+    def loss_for_grad(params, target, micro, key):
+        loss, metrics = model.loss(params, target, micro, key)
+        return loss, metrics
+
+    grad_fn = mx.value_and_grad(loss_for_grad)
+
+    def train_step(state, batch):
+        counter.count += 1
+        nonlocal decay
+        if decay is None:
+            decay = optim.decay_mask(state["params"])
+        step = state["step"]
+        key, sub = mx.random.split(state["key"])
+        keys = mx.random.split(sub, k)
+        grads, metrics_sum = None, None
+        for i in range(k):
+            micro = tree_map(lambda x: x[i], batch)
+            (loss, metrics), g = grad_fn(state["params"], state["target"], micro, keys[i])
+            metrics = {**metrics, "loss": loss}
+            grads = g if grads is None else tree_map(mx.add, grads, g)
+            metrics_sum = metrics if metrics_sum is None else tree_map(mx.add, metrics_sum, metrics)
+        # The loss of a k-micro-batch step is the mean over micro-batches, so its gradient is too.
+        grads = tree_map(lambda g: g / k, grads)
+        metrics = tree_map(lambda m: m / k, metrics_sum)
+
+        grads, grad_norm = optim.clip_by_global_norm(grads, settings.clip_grad)
+        finite = mx.logical_and(optim.all_finite(grads), mx.isfinite(metrics["loss"]))
+        lr = lr_at(settings, step)
+        wd = wd_at(settings, step)
+        new_params, new_opt = optim.adamw_update(state["params"], grads, state["opt"], lr=lr, weight_decay=wd,
+                                                 betas=settings.betas, decay_mask=decay)
+        momentum = momentum_at(settings, step)
+        new_target = ema_update(state["target"], new_params["encoder"], momentum)
+
+        skipped = mx.logical_not(finite)
+        new_state = {
+            "params": optim.select_tree(finite, new_params, state["params"]),
+            "target": optim.select_tree(finite, new_target, state["target"]),
+            "opt": optim.select_tree(finite, new_opt, state["opt"]),
+            "step": step + 1,
+            "key": key,
+            "skipped_total": state["skipped_total"] + skipped.astype(mx.int32),
+            "skipped_run": mx.where(skipped, state["skipped_run"] + 1, mx.zeros_like(state["skipped_run"])),
+        }
+        metrics = {**metrics, "lr": lr, "weight_decay": wd, "momentum": momentum, "grad_norm": grad_norm,
+                   "skipped": skipped.astype(mx.float32)}
+        return new_state, metrics
+
+    return (mx.compile(train_step) if compile else train_step), counter
+
+
+def make_eval_step(model, *, compile: bool = True):
+    """eval_step(state, micro_batch) -> metrics: the training loss terms without gradients or updates."""
+
+    def eval_step(state, micro):
+        loss, metrics = model.loss(state["params"], state["target"], micro, mx.random.key(0))
+        return {**metrics, "loss": loss}
+
+    return mx.compile(eval_step) if compile else eval_step
