@@ -1,0 +1,120 @@
+"""Images/s of the compiled train step for a config, with and without recomputation.
+
+python benchmarks/throughput.py CONFIG [--set KEY=VALUE ...] [--repeats 5] [--warmup 2] [--out PATH]
+
+Synthetic inputs of the config's shapes (image size, batch, accumulation, views, mask counts); after
+warm-up (which includes compilation), the median of timed steps. Prints the per-epoch time this implies
+for the config's dataset size beside the per-epoch time the seed documents claimed, FLOPs per image and
+the achieved GFLOP/s; device, BLAS and MLX version; JSON next to the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, machine, print_machine, time_median, write_json  # noqa: E402  (loads BLAS first)
+
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hjepa_mlx.build import build_mask_plan, build_model, step_settings  # noqa: E402
+from hjepa_mlx.config import load_config  # noqa: E402
+from hjepa_mlx.errors import UserError  # noqa: E402
+from hjepa_mlx.flops import train_flops_per_image  # noqa: E402
+from hjepa_mlx.masks import sample_masks  # noqa: E402
+from hjepa_mlx.plan import make_plan  # noqa: E402
+from hjepa_mlx.state import init_state  # noqa: E402
+from hjepa_mlx.step import make_train_step  # noqa: E402
+from hjepa_mlx.train import device_batch  # noqa: E402
+
+# Per-epoch minutes the seed documents projected (never measured), per config file name.
+SEED_CLAIMS_MIN = {"overnight_safe": (10, 11), "overnight_training_conservative": (9, 10),
+                   "overnight_training_aggressive": (10, 12)}
+
+
+def measure(config, *, repeats: int, warmup: int) -> dict:
+    plan = make_plan(config)
+    if plan.total_steps is None:
+        plan = make_plan(config, dataset_sizes={d.name: 10_000 for d in plan.datasets})
+    mask_plan = build_mask_plan(config, plan)
+    model = build_model(config, plan, quiet=True)
+    state = init_state(model, config.experiment.seed)
+    step, traces = make_train_step(model, step_settings(config, plan))
+    b, k, size = config.data.batch_size, config.training.accumulation_steps, config.data.image_size
+    rng = np.random.default_rng(0)
+    host = [{"images": rng.standard_normal((b, size, size, 3), dtype=np.float32),
+             "images_view2": rng.standard_normal((b, size, size, 3), dtype=np.float32)} for _ in range(k)]
+    batch = device_batch(host, [sample_masks(mask_plan, b, 0, i, 0) for i in range(k)], plan.two_views)
+    holder = {"state": state}
+
+    def one_step():
+        holder["state"], metrics = step(holder["state"], batch)
+        mx.eval(holder["state"], metrics)
+
+    mx.reset_peak_memory()
+    timing = time_median(one_step, warmup=warmup, repeats=repeats)
+    images = b * k
+    spec = plan.encoder
+    flops = train_flops_per_image(
+        grid_tokens=plan.grid[0] * plan.grid[1], patch_size=spec.patch_size, encoder_width=spec.embed_dim,
+        encoder_depth=spec.depth, predictor_width=config.model.predictor.embed_dim,
+        predictor_depth=config.model.predictor.depth, context_tokens=mask_plan.num_context,
+        num_blocks=config.masking.num_masks, block_tokens=mask_plan.num_target, views=2 if plan.two_views else 1)
+    ips = images / timing["median_s"]
+    return {"timing": timing, "images_per_step": images, "images_per_s": ips, "flops_per_image": flops,
+            "achieved_gflops": flops * ips / 1e9, "peak_memory_gb": mx.get_peak_memory() / 1e9,
+            "traces": traces.count, "images_per_epoch": plan.images_per_epoch}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Train-step throughput of a config.")
+    p.add_argument("config")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-recompute-variant", action="store_true", help="measure only the config as written")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    info = machine()
+    print_machine(info)
+    try:
+        loaded = load_config(args.config, args.overrides)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    name = Path(args.config).stem
+    variants = [False, True] if not args.no_recompute_variant else [loaded.config.training.use_gradient_checkpointing]
+    rows = {}
+    for recompute in variants:
+        cfg = load_config(args.config, args.overrides + [f"training.use_gradient_checkpointing={str(recompute).lower()}"]).config
+        rows["recompute" if recompute else "no_recompute"] = measure(cfg, repeats=args.repeats, warmup=args.warmup)
+    claim = SEED_CLAIMS_MIN.get(name)
+    print(f"\n{name}: batch {loaded.config.data.batch_size} x {loaded.config.training.accumulation_steps}, "
+          f"image {loaded.config.data.image_size}, {loaded.config.model.encoder_type}")
+    print(f"{'variant':14} {'img/s':>8} {'ms/step':>9} {'GFLOP/img':>10} {'GFLOP/s':>8} {'peak GB':>8} "
+          f"{'min/epoch':>10} {'seed claim':>11} {'ratio':>7}")
+    for variant, r in rows.items():
+        epoch_min = r["images_per_epoch"] / r["images_per_s"] / 60 if r["images_per_epoch"] else float("nan")
+        r["minutes_per_epoch"] = epoch_min
+        claim_txt, ratio = "-", float("nan")
+        if claim:
+            claim_txt = f"{claim[0]}-{claim[1]} min"
+            ratio = epoch_min / (sum(claim) / 2)
+        r["seed_claim_minutes"], r["measured_over_claim"] = claim, ratio
+        print(f"{variant:14} {r['images_per_s']:8.2f} {r['timing']['median_s'] * 1e3:9.1f} "
+              f"{r['flops_per_image'] / 1e9:10.2f} {r['achieved_gflops']:8.1f} {r['peak_memory_gb']:8.2f} "
+              f"{epoch_min:10.1f} {claim_txt:>11} {ratio:7.1f}")
+    if claim:
+        print("(seed claims were projections for an M1 Max GPU; a ratio > 1 means slower than claimed)")
+    write_json(args.out or RESULTS / f"throughput_{name}.json", {"machine": info, "config": args.config,
+                                                                 "overrides": args.overrides, "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: feature extraction, k-NN, linear probe, feature-quality metrics, reports."""

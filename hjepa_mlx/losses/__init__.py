@@ -1,0 +1,1 @@
+"""Loss terms; each returns (scalar, dict of named scalar metrics), reductions in fp32."""
