@@ -31,7 +31,8 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False):
     mx.random.seed(config.experiment.seed)   # initial weights are a function of the seed
     checkpointing = config.training.use_gradient_checkpointing
     common = dict(use_fused_attention=m.use_flash_attention, use_layerscale=m.use_layerscale,
-                  layerscale_init=m.layerscale_init, use_rope=m.rope.use_rope, rope_theta=m.rope.theta)
+                  layerscale_init=m.layerscale_init, use_rope=m.rope.use_rope, rope_theta=m.rope.theta,
+                  activation=m.mlp_activation)
 
     def encoder(use_checkpoint):
         return ViTEncoder(patch_size=spec.patch_size, image_size=plan.image_size, embed_dim=spec.embed_dim,

@@ -72,6 +72,9 @@ class ModelConfig:
     use_flash_attention: bool = True
     use_layerscale: bool = False
     layerscale_init: float = num(1e-5, 0.0, lo_open=True)
+    # gelu: exact erf GELU (ViT, I-JEPA). On the MLX CPU backend erf/exp run ~100x slower than a matmul
+    # of the same size, so CPU-sized configs may choose gelu_fast (x*sigmoid(1.702x)) or relu.
+    mlp_activation: Literal["gelu", "gelu_fast", "relu"] = "gelu"
     rope: RopeConfig = RopeConfig()
     fpn: FPNConfig = FPNConfig()
     predictor: PredictorConfig = PredictorConfig()

@@ -18,7 +18,8 @@ class Predictor(nn.Module):
     def __init__(self, *, grid: tuple[int, int], encoder_dim: int, predictor_dim: int, depth: int,
                  num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, dropout: float = 0.0,
                  use_fused_attention: bool = True, use_layerscale: bool = False, layerscale_init: float = 1e-5,
-                 use_rope: bool = False, rope_theta: float = 10000.0, use_checkpoint: bool = False):
+                 use_rope: bool = False, rope_theta: float = 10000.0, use_checkpoint: bool = False,
+                 activation: str = "gelu"):
         super().__init__()
         if dropout > 0:
             # Refused by the config rules too; kept here so the module never silently ignores it.
@@ -27,7 +28,7 @@ class Predictor(nn.Module):
         self.embed = nn.Linear(encoder_dim, predictor_dim)
         self._pos = sincos_2d(predictor_dim, *grid)
         self.blocks = [Block(predictor_dim, num_heads, mlp_ratio, qkv_bias, use_fused_attention,
-                             use_layerscale, layerscale_init) for _ in range(depth)]
+                             use_layerscale, layerscale_init, activation) for _ in range(depth)]
         self.norm = nn.LayerNorm(predictor_dim, eps=LN_EPS)
         self.proj = nn.Linear(predictor_dim, encoder_dim)
         self._rope = (predictor_dim // num_heads, rope_theta) if use_rope else None

@@ -29,14 +29,18 @@ class PatchEmbed(nn.Module):
         return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
+ACTIVATIONS = {"gelu": nn.gelu, "gelu_fast": nn.gelu_fast_approx, "relu": nn.relu}
+
+
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, activation: str = "gelu"):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        self._act = ACTIVATIONS[activation]
 
     def __call__(self, x):
-        return self.fc2(nn.gelu(self.fc1(x)))
+        return self.fc2(self._act(self.fc1(x)))
 
 
 class LayerScale(nn.Module):
@@ -54,12 +58,13 @@ class Block(nn.Module):
     """x + ls1(attn(norm1(x))); x + ls2(mlp(norm2(x)))."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 fused: bool = True, use_layerscale: bool = False, layerscale_init: float = 1e-5):
+                 fused: bool = True, use_layerscale: bool = False, layerscale_init: float = 1e-5,
+                 activation: str = "gelu"):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, fused=fused)
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = MLP(dim, int(dim * mlp_ratio))
+        self.mlp = MLP(dim, int(dim * mlp_ratio), activation)
         if use_layerscale:
             self.ls1 = LayerScale(dim, layerscale_init)
             self.ls2 = LayerScale(dim, layerscale_init)
@@ -94,13 +99,13 @@ class ViTEncoder(nn.Module):
     def __init__(self, *, patch_size: int, image_size: int, embed_dim: int, depth: int, num_heads: int,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, use_fused_attention: bool = True,
                  use_layerscale: bool = False, layerscale_init: float = 1e-5, use_rope: bool = False,
-                 rope_theta: float = 10000.0, use_checkpoint: bool = False):
+                 rope_theta: float = 10000.0, use_checkpoint: bool = False, activation: str = "gelu"):
         super().__init__()
         self.grid = (image_size // patch_size, image_size // patch_size)
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self._pos = sincos_2d(embed_dim, *self.grid)        # fixed: underscore keeps it out of parameters
         self.blocks = [Block(embed_dim, num_heads, mlp_ratio, qkv_bias, use_fused_attention,
-                             use_layerscale, layerscale_init) for _ in range(depth)]
+                             use_layerscale, layerscale_init, activation) for _ in range(depth)]
         self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
         self._rope = (embed_dim // num_heads, rope_theta) if use_rope else None
         self._checkpoint = use_checkpoint

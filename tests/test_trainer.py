@@ -1,0 +1,259 @@
+"""The run lifecycle: one trace per run, exact resume, NaN skip, seed determinism, accumulation
+equivalence, and every seed config end to end on tiny generated files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from hjepa_mlx.build import build_mask_plan, build_model, step_settings
+from hjepa_mlx.cli.train import main
+from hjepa_mlx.config import load_config
+from hjepa_mlx.masks import sample_masks
+from hjepa_mlx.plan import make_plan
+from hjepa_mlx.state import init_state
+from hjepa_mlx.step import make_train_step
+from hjepa_mlx.train import device_batch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny run: 32 px images, patch 8 -> 4x4 grid, 2 levels, 2 encoder blocks via --set is impossible
+# (depth comes from the timm name), so the smallest timm encoder at a tiny image size.
+TINY = ["data.image_size=32", "model.encoder_type=vit_tiny_patch8_32", "model.predictor.embed_dim=48",
+        "model.predictor.depth=1", "model.predictor.num_heads=3", "data.batch_size=4",
+        "data.synthetic.num_train=24", "data.synthetic.num_val=8", "data.num_workers=0",
+        "masking.num_masks=2", "masking.min_keep=2", "masking.mask_scale=[0.1, 0.15]",
+        "logging.log_frequency=1", "evaluation.knn.enabled=false", "evaluation.val_batches=1",
+        "training.epochs=2", "training.warmup_epochs=1", "model.mlp_activation=relu"]
+
+
+def tiny_config(tmp_path, extra=()):
+    return load_config(ROOT / "configs/quickstart.yaml", TINY + [f"experiment.output_dir={tmp_path}"] + list(extra))
+
+
+def params_of(run_dir: Path) -> dict:
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    return {k: np.array(v) for k, v in mx.load(str(run_dir / "checkpoints" / latest)).items()}
+
+
+def run(tmp_path, *extra, name="run"):
+    out = tmp_path / name
+    args = [str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(out)]
+    for item in TINY + list(extra):
+        args += ["--set", item]
+    return main(args), out
+
+
+def test_train_step_traces_once_across_epochs_and_resume(tmp_path, capsys):
+    code, out = run(tmp_path, "training.epochs=3", "checkpoint.save_frequency=1")
+    assert code == 0
+    log = (out / "train.log").read_text()
+    assert "traced 1 time(s)" in log
+    # resume: continue for one more epoch in a new process-like call; still one trace in that call
+    code, _ = run(tmp_path, "training.epochs=4", "checkpoint.save_frequency=1")
+    assert code == 2  # the directory holds checkpoints and no --resume was given: refused, nothing changed
+    args = [str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(out), "--resume", "auto"]
+    for item in TINY + ["training.epochs=4"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert (out / "train.log").read_text().count("traced 1 time(s)") == 2
+
+
+def test_exact_resume_is_bit_identical(tmp_path):
+    code, straight = run(tmp_path, "training.epochs=2", name="straight")
+    assert code == 0
+    code, half = run(tmp_path, "training.epochs=1", name="half")
+    assert code == 0
+    args = [str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(half), "--resume", "auto"]
+    for item in TINY + ["training.epochs=2"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    a, b = params_of(straight), params_of(half)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_exact_resume_mid_epoch(tmp_path, monkeypatch):
+    """Stop (as Ctrl-C would) after the 4th step of 6, resume, compare with a straight run."""
+    import hjepa_mlx.train as train_mod
+
+    code, straight = run(tmp_path, "training.epochs=1", name="straight")
+    assert code == 0
+    original = train_mod.StopRequested
+
+    class StopAfter(original):
+        def __enter__(self):
+            super().__enter__()
+            self.calls = 0
+            return self
+
+        @property
+        def signal(self):
+            self.calls += 1
+            return "SIGTERM" if self.calls == 4 else None
+
+        @signal.setter
+        def signal(self, value):
+            pass
+
+    monkeypatch.setattr(train_mod, "StopRequested", StopAfter)
+    code, cut = run(tmp_path, "training.epochs=1", name="cut")
+    assert code == 130
+    monkeypatch.setattr(train_mod, "StopRequested", original)
+    meta = json.loads(sorted((cut / "checkpoints").glob("step_*.json"))[-1].read_text())
+    assert meta["step"] == 4 and meta["batch_in_epoch"] == 4
+    args = [str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(cut), "--resume", "auto"]
+    for item in TINY + ["training.epochs=1"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    a, b = params_of(straight), params_of(cut)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_same_seed_same_metrics(tmp_path):
+    run(tmp_path, "training.epochs=1", name="a")
+    run(tmp_path, "training.epochs=1", name="b")
+    strip = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("time", "images_per_s", "memory_gb")}
+                       for line in (p / "metrics.jsonl").read_text().splitlines()]
+    assert strip(tmp_path / "a") == strip(tmp_path / "b")
+
+
+def _step_setup(tmp_path, extra=()):
+    config = tiny_config(tmp_path, extra).config
+    plan = make_plan(config)
+    model = build_model(config, plan, quiet=True)
+    state = init_state(model, config.experiment.seed)
+    masks = build_mask_plan(config, plan)
+    return config, plan, model, state, masks
+
+
+def _batch(config, plan, masks, k, b, seed=0):
+    rng = np.random.default_rng(seed)
+    size = config.data.image_size
+    host = [{"images": rng.standard_normal((b, size, size, 3), dtype=np.float32),
+             "images_view2": rng.standard_normal((b, size, size, 3), dtype=np.float32)} for _ in range(k)]
+    return device_batch(host, [sample_masks(masks, b, 0, i, 0) for i in range(k)], plan.two_views)
+
+
+def test_nonfinite_update_is_skipped_without_retrace(tmp_path):
+    config, plan, model, state, masks = _step_setup(tmp_path)
+    step, traces = make_train_step(model, step_settings(config, plan))
+    good = _batch(config, plan, masks, 1, 4)
+    bad = {**good, "images": good["images"] * mx.array(float("nan"))}
+    state, _ = step(state, good)
+    before = {k: np.array(v) for k, v in tree_flatten(state["params"])}
+    state, metrics = step(state, bad)
+    mx.eval(state, metrics)
+    after = {k: np.array(v) for k, v in tree_flatten(state["params"])}
+    assert float(metrics["skipped"].item()) == 1.0
+    assert int(state["skipped_total"].item()) == 1 and int(state["skipped_run"].item()) == 1
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+    state, metrics = step(state, good)
+    mx.eval(state)
+    assert int(state["skipped_run"].item()) == 0 and traces.count == 1
+
+
+def test_consecutive_nonfinite_steps_stop_the_run(tmp_path, capsys):
+    code, _ = run(tmp_path, "training.lr=1e30", "training.clip_grad=0", "training.max_nonfinite_steps=2")
+    err = capsys.readouterr().err
+    assert code == 2 and "non-finite for 2 consecutive steps" in err, err
+
+
+def test_accumulation_matches_one_big_batch(tmp_path):
+    """k micro-batches of b give the same update as one batch of k*b (VICReg off: its batch statistics
+    are per micro-batch by design, so only the prediction loss is compared)."""
+    extra = ["loss.type=smoothl1", "loss.vicreg_weight=0.1"]
+    extra = ["loss.type=smoothl1"]
+    config, plan, model, state, masks = _step_setup(tmp_path, extra)
+    b, k = 4, 2
+    big = _batch(config, plan, masks, 1, b * k)
+    micro = {key: value.reshape(k, b, *value.shape[2:]) for key, value in big.items()}
+    s1 = step_settings(config, plan)
+    step1, _ = make_train_step(model, s1)
+    from dataclasses import replace
+    step2, _ = make_train_step(model, replace(s1, accumulation_steps=k))
+    out1, m1 = step1(state, big)
+    out2, m2 = step2(state, micro)
+    mx.eval(out1, out2)
+    assert abs(m1["loss"].item() - m2["loss"].item()) < 1e-5
+    for (key, a), (_, c) in zip(tree_flatten(out1["params"]), tree_flatten(out2["params"])):
+        np.testing.assert_allclose(np.array(a), np.array(c), rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_run_directory_holds_everything(tmp_path):
+    code, out = run(tmp_path, "training.epochs=1")
+    assert code == 0
+    for name in ("config.yaml", "metrics.jsonl", "train.log", "checkpoints/latest"):
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").iterdir())
+    assert load_config(out / "config.yaml").config.training.epochs == 1
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in records)
+    assert {"loss", "lr", "momentum", "grad_norm", "loss_level0", "loss_level1"} <= set(records[0])
+
+
+# ---- the seed configs, end to end on tiny files in the real formats
+
+def _write_cifar10(root: Path, n=16):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n)),
+                 b"batch_label": b"x", b"filenames": [b"f"] * n}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def _write_stl10(root: Path, n=16):
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for part in ("train", "test", "unlabeled"):
+        rng.integers(0, 255, (n, 3, 96, 96), dtype=np.uint8).tofile(folder / f"{part}_X.bin")
+        if part != "unlabeled":
+            rng.integers(1, 11, n, dtype=np.uint8).tofile(folder / f"{part}_y.bin")
+
+
+def _write_imagenet100(root: Path):
+    from PIL import Image
+    from hjepa_mlx.data.imagenet100_wnids import IMAGENET100_WNIDS
+    rng = np.random.default_rng(2)
+    for split in ("train", "val"):
+        for wnid in IMAGENET100_WNIDS:
+            (root / split / wnid).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / split / wnid / "a.JPEG")
+
+
+SEED_TINY = ["data.image_size=32", "model.encoder_type=vit_small_patch16_32", "model.num_hierarchies=2",
+             "model.predictor.depth=1", "data.batch_size=4", "data.num_workers=0", "training.epochs=1",
+             "training.warmup_epochs=0", "training.steps_per_epoch=2", "masking.num_masks=1", "masking.min_keep=1",
+             "masking.mask_scale=[0.2, 0.3]", "evaluation.val_batches=1", "evaluation.knn.max_train_images=8",
+             "evaluation.knn.max_val_images=8", "model.mlp_activation=relu"]
+
+
+@pytest.mark.parametrize("name", ["overnight_safe", "overnight_training_conservative", "overnight_training_aggressive"])
+def test_seed_config_runs_end_to_end_on_tiny_files(name, tmp_path):
+    data = tmp_path / "data"
+    if name == "overnight_training_aggressive":
+        _write_imagenet100(data / "imagenet")
+        paths = [f"data.data_path={data / 'imagenet'}"]
+        weights = "loss.hierarchy_weights=[1.0, 0.8]"
+    else:
+        _write_cifar10(data)
+        _write_stl10(data)
+        paths = [f"data.datasets=[{{name: cifar10, weight: 0.5, path: {data}}}, {{name: stl10, weight: 0.5, path: {data}}}]"]
+        weights = "loss.hierarchy_weights=[1.0, 0.7]"
+    args = [str(ROOT / f"configs/{name}.yaml"), "--output-dir", str(tmp_path / "run")]
+    for item in SEED_TINY + paths + [weights]:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "checkpoints" / "latest").exists()
