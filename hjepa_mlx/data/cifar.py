@@ -15,7 +15,9 @@ from hjepa_mlx.errors import UserError
 
 _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"), ("numpy", "dtype"), ("copy_reg", "_reconstructor"),
-            ("copyreg", "_reconstructor"), ("__builtin__", "object"), ("builtins", "object")}
+            ("copyreg", "_reconstructor"), ("__builtin__", "object"), ("builtins", "object"),
+            # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(str, 'latin1'): harmless.
+            ("_codecs", "encode")}
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -1,7 +1,8 @@
 """Prediction loss per hierarchy level: smooth-L1 (beta 1), MSE or Huber, weighted over levels.
 
-Per level: the element-wise loss averaged over D, then the weighted mean over cells (weights 0/1 from
-the hierarchy pooling). Total = sum_l hierarchy_weights[l] * loss_l, *not* normalised by the sum of the
+Per level: the element-wise loss averaged over D, the weighted mean over the cells of each target block
+(weights 0/1 from the hierarchy pooling), then the mean over blocks and images - every block counts
+equally, so the loss of k micro-batches averages to the loss of the whole batch. Total = sum_l hierarchy_weights[l] * loss_l, *not* normalised by the sum of the
 weights: the weights are the per-level multipliers the config writes.
 """
 
@@ -31,7 +32,8 @@ def prediction_loss(levels, kind: str, hierarchy_weights, huber_delta: float = 1
     metrics = {}
     for level, ((pred, target, weight), lw) in enumerate(zip(levels, hierarchy_weights)):
         per_cell = elementwise(kind, pred, mx.stop_gradient(target), huber_delta).mean(axis=-1)
-        loss = (per_cell * weight).sum() / mx.maximum(weight.sum(), 1.0)
+        per_block = (per_cell * weight).sum(axis=-1) / mx.maximum(weight.sum(axis=-1), 1.0)
+        loss = per_block.mean()
         metrics[f"loss_level{level}"] = loss
         total = total + lw * loss
     return total, metrics
