@@ -15,6 +15,7 @@ import numpy as np
 from hjepa_mlx.build import (build_loaders, build_mask_plan, build_model, step_settings, train_dataset_sizes)
 from hjepa_mlx.checkpoint import CheckpointManager
 from hjepa_mlx.config import LoadedConfig, dump_yaml
+from hjepa_mlx.diagnostics import attention_heatmap, dataset_counts, gradient_histograms, mask_image
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.masks import sample_masks
 from hjepa_mlx.plan import Plan, describe_plan, make_plan
@@ -106,10 +107,13 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
     progress = ProgressLine(epochs=config.training.epochs, steps_per_epoch=steps_per_epoch)
     seed = config.experiment.seed
     status = 0
+    lg = config.logging
+    dataset_names = [d.name for d in getattr(loaders.train.dataset, "datasets", [loaders.train.dataset])]
+    grad_fn = make_grad_fn(model) if lg.log_gradients else None
     with StopRequested() as stop:
         for epoch in range(start_epoch, config.training.epochs):
             batches = loaders.train.epoch(epoch, start_batch=start_batch * k)
-            epoch_start, images_seen = time.perf_counter(), 0
+            epoch_start, images_seen, epoch_ids = time.perf_counter(), 0, []
             for batch_in_epoch in range(start_batch, steps_per_epoch):
                 host = [next(batches) for _ in range(k)]
                 step_no = int(state["step"].item())
@@ -117,6 +121,8 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                 state, metrics = train_step(state, device_batch(host, masks, plan.two_views))
                 mx.eval(state, metrics)
                 images_seen += k * config.data.batch_size
+                if lg.log_dataset_distribution:
+                    epoch_ids.extend(h["dataset_ids"] for h in host)
                 if int(state["skipped_run"].item()) >= config.training.max_nonfinite_steps:
                     last = manager.latest()
                     raise UserError(
@@ -131,7 +137,9 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                     scalars["memory_gb"] = mx.get_active_memory() / 1e9
                     scalars["skipped_total"] = float(state["skipped_total"].item())
                     logger.log_scalars(step_no + 1, scalars, epoch=epoch)
-                    logger.log_line(progress.format(epoch, batch_in_epoch + 1, scalars, elapsed))
+                    logger.log_line(progress.format(epoch, batch_in_epoch + 1, scalars, elapsed,
+                                                    batch_in_epoch + 1 - start_batch))
+                    log_diagnostics(lg, model, state, host, masks, plan, logger, step_no + 1, grad_fn)
                 if stop.signal:
                     manager.save(state, _metadata(config, plan, epoch, batch_in_epoch + 1, step_no + 1, best),
                                  epoch=epoch)
@@ -140,6 +148,9 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                     logger.close()
                     return 130
             start_batch = 0
+            if lg.log_dataset_distribution and epoch_ids:
+                logger.log_scalars(int(state["step"].item()), dataset_counts(np.concatenate(epoch_ids), dataset_names),
+                                   epoch=epoch)
             val = None
             if (epoch + 1) % config.evaluation.eval_frequency == 0 or epoch + 1 == config.training.epochs:
                 val = _validation_loss(eval_step, state, loaders, mask_plan, config, plan)
@@ -163,6 +174,26 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                     f"{int(state['skipped_total'].item())} update(s) skipped as non-finite; run directory {run_dir}")
     logger.close()
     return status
+
+
+def make_grad_fn(model):
+    """Compiled gradients of the training loss for one micro-batch (log_gradients only)."""
+    def grads(params, target, micro, key):
+        return mx.grad(lambda p: model.loss(p, target, micro, key)[0])(params)
+    return mx.compile(grads)
+
+
+def log_diagnostics(lg, model, state, host, masks, plan, logger, step: int, grad_fn) -> None:
+    image = host[0]["images"][0]
+    if lg.log_images:
+        logger.log_images(step, {"masks": mask_image(image, masks[0].context_idx[0], masks[0].target_idx[0],
+                                                     plan.encoder.patch_size)})
+    if lg.log_attention:
+        logger.log_images(step, {"attention": attention_heatmap(model._target_encoder, state["target"], image)})
+    if lg.log_gradients:
+        micro = {key: value[0] for key, value in device_batch(host[:1], masks[:1], plan.two_views).items()}
+        grads = grad_fn(state["params"], state["target"], micro, mx.random.key(step))
+        logger.log_histograms(step, gradient_histograms(grads))
 
 
 def _validation_loss(eval_step, state, loaders, mask_plan, config, plan) -> float:

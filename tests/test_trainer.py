@@ -255,4 +255,13 @@ def test_seed_config_runs_end_to_end_on_tiny_files(name, tmp_path):
     for item in SEED_TINY + paths + [weights]:
         args += ["--set", item]
     assert main(args) == 0
-    assert (tmp_path / "run" / "checkpoints" / "latest").exists()
+    run_dir = tmp_path / "run"
+    assert (run_dir / "checkpoints" / "latest").exists()
+    events = b"".join(p.read_bytes() for p in (run_dir / "tensorboard").iterdir())
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    logging = load_config(ROOT / f"configs/{name}.yaml").config.logging
+    # every logging switch the seed turns on leaves its trace (protobuf keeps tags as plain bytes)
+    assert (b"masks" in events) == logging.log_images
+    assert (b"attention" in events) == logging.log_attention
+    assert (b"gradients/encoder" in events) == logging.log_gradients
+    assert ("dataset_samples/" in metrics) == logging.log_dataset_distribution
