@@ -301,13 +301,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, parsed
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), *, raw: dict | None = None) -> LoadedConfig:
-    """Read, alias, override, validate. `raw` lets tests pass a dict instead of a file."""
+def load_config(path: str | Path | None, overrides: list[str] = (), *, raw: dict | None = None,
+                resolved: bool = False) -> LoadedConfig:
+    """Read, alias, override, validate. `raw` passes a dict instead of a file (tests, checkpoint metadata);
+    `resolved=True` marks it as a complete resolved config (see RESOLVED_HEADER)."""
     from hjepa_mlx.config.aliases import canonical_path
     from hjepa_mlx.config.rules import check_rules
 
     source = str(path) if path is not None else "<config>"
-    resolved = False
     if raw is None:
         raw = read_yaml(path)
         with open(path, encoding="utf-8") as fh:

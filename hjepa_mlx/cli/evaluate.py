@@ -1,0 +1,152 @@
+"""`python scripts/evaluate.py RUN_DIR|CHECKPOINT --dataset NAME`: k-NN, linear probe and feature quality of
+a trained target encoder, rebuilt from the checkpoint's own saved config, beside a random-init baseline.
+
+Features (`--level L`): the frozen target encoder's tokens after its affine-free layer norm; level 0
+averages all patch tokens; level L > 0 first averages tokens inside the 2^L x 2^L cells of the patch
+grid, L2-normalises each cell, then averages the cells (each region counts equally, as at level L of
+the loss with normalize_embeddings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hjepa_mlx import blas
+from hjepa_mlx.errors import UserError
+
+PROTOCOLS = ("knn", "linear", "quality")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0])
+    p.add_argument("target", metavar="RUN_DIR|CHECKPOINT")
+    p.add_argument("--dataset", help="dataset name (default: the run's own dataset, or its first labelled one)")
+    p.add_argument("--data-path", help="dataset root (default: the run's)")
+    p.add_argument("--protocol", default="knn,linear,quality", help="comma list of knn, linear, quality")
+    p.add_argument("--level", type=int, default=0, help="hierarchy level of the pooled features")
+    p.add_argument("--max-train", type=int, default=5000, help="labelled train images used (feature bank)")
+    p.add_argument("--max-test", type=int, default=2000, help="test images used")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", help="JSON output (default: eval_<dataset>.json in the run directory)")
+    return p
+
+
+def _checkpoint_path(target: Path) -> tuple[Path, Path]:
+    """(checkpoint file, run directory)."""
+    from hjepa_mlx.checkpoint import CheckpointManager
+
+    if target.is_dir():
+        ckdir = target / "checkpoints" if (target / "checkpoints").is_dir() else target
+        latest = CheckpointManager(ckdir).latest()
+        if latest is None:
+            raise UserError(f"no checkpoint in {target}: expected {ckdir}/latest (train first, or pass a .safetensors file)")
+        return latest, ckdir.parent if ckdir.name == "checkpoints" else ckdir
+    if not target.is_file():
+        raise UserError(f"{target} does not exist; pass a run directory or a checkpoint .safetensors file")
+    return target, target.parent.parent if target.parent.name == "checkpoints" else target.parent
+
+
+def _pooled_encoder(model, target_params, level: int):
+    import mlx.core as mx
+
+    from hjepa_mlx.models.hierarchy import level_grid
+
+    grid = model._grid
+
+    def encode(images):
+        tokens = model.encode_target(target_params, images)                 # (B, N, D)
+        if level == 0:
+            return tokens.mean(axis=1)
+        b, n, d = tokens.shape
+        h, w = grid
+        hl, wl = level_grid(grid, level)
+        s = 2 ** level
+        padded = mx.zeros((b, hl * s, wl * s, d))
+        padded[:, :h, :w] = tokens.reshape(b, h, w, d)
+        counts = mx.zeros((1, hl * s, wl * s, 1))
+        counts[:, :h, :w] = 1.0
+        sums = padded.reshape(b, hl, s, wl, s, d).sum(axis=(2, 4))
+        cells = sums / counts.reshape(1, hl, s, wl, s, 1).sum(axis=(2, 4))
+        cells = cells / mx.maximum(mx.linalg.norm(cells, axis=-1, keepdims=True), 1e-6)
+        return cells.reshape(b, hl * wl, d).mean(axis=1)
+
+    return mx.compile(encode)
+
+
+def evaluate(args) -> dict:
+    import mlx.core as mx
+
+    from hjepa_mlx.build import build_model
+    from hjepa_mlx.checkpoint import CheckpointManager
+    from hjepa_mlx.config import load_config
+    from hjepa_mlx.evaluate.datasets import labelled_loaders
+    from hjepa_mlx.evaluate.features import extract_features
+    from hjepa_mlx.evaluate.knn import knn_accuracy
+    from hjepa_mlx.evaluate.report import format_report
+    from hjepa_mlx.plan import make_plan
+    from hjepa_mlx.state import init_state
+
+    protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise UserError(f"--protocol {unknown[0]!r} is not one of {', '.join(PROTOCOLS)}")
+    ckpt, run_dir = _checkpoint_path(Path(args.target))
+    meta_path = ckpt.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"checkpoint metadata {meta_path} is missing or corrupt ({exc})") from None
+    config = load_config(None, raw=meta["config"], resolved=True).config
+    if not 0 <= args.level < config.model.num_hierarchies:
+        raise UserError(f"--level {args.level}: this model has levels 0..{config.model.num_hierarchies - 1}")
+    plan = make_plan(config)
+    model = build_model(config, plan, quiet=True)
+    template = init_state(model, config.experiment.seed)
+    trained, _ = CheckpointManager(ckpt.parent).load(ckpt, template)
+    # The baseline: the same architecture with fresh random weights (a different seed than training's).
+    baseline = init_state(build_model(config, plan, quiet=True), config.experiment.seed + 9973)
+
+    k_values = tuple(config.evaluation.knn.k_values)
+    payload = {"checkpoint": str(ckpt), "step": meta.get("step"), "level": args.level, "protocols": protocols,
+               "datasets": {}}
+    for name, train_loader, test_loader in labelled_loaders(config, args.dataset, args.data_path, args.batch_size):
+        results = {}
+        for row, state in (("trained", trained), ("random-init", baseline)):
+            encode = _pooled_encoder(model, state["target"], args.level)
+            tx, ty, _ = extract_features(encode, train_loader.epoch(0), max_images=args.max_train)
+            vx, vy, _ = extract_features(encode, test_loader.epoch(0), max_images=args.max_test)
+            metrics = {}
+            if "knn" in protocols:
+                acc = knn_accuracy(tx, ty, vx, vy, k_values=k_values, temperature=config.evaluation.knn.temperature)
+                metrics.update({f"knn_top1_k{k}": v for k, v in acc.items()})
+            if "linear" in protocols:
+                from hjepa_mlx.evaluate.linear_probe import linear_probe
+                probe = linear_probe(tx, ty, vx, vy, seed=config.experiment.seed)
+                metrics.update({"linear_top1": probe["test_top1"], "linear_lr": probe["lr"]})
+            if "quality" in protocols:
+                from hjepa_mlx.evaluate.quality import feature_quality
+                metrics.update(feature_quality(vx))
+            results[row] = metrics
+            mx.clear_cache()
+        print(f"\n{name}: {len(ty)} train / {len(vy)} test images, level {args.level}, checkpoint {ckpt} "
+              f"(step {meta.get('step')})")
+        print(format_report(results, baseline_name="random-init"))
+        payload["datasets"][name] = results
+    out = Path(args.out) if args.out else run_dir / "eval.json"
+    out.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out}")
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        print(blas.describe())
+        evaluate(args)
+        return 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
