@@ -1,19 +1,29 @@
-"""I-JEPA multi-block masks with counts fixed per config (NumPy, seeded by (seed, step, rank)).
+"""I-JEPA multi-block masks with counts fixed per config (NumPy only, seeded by (seed, step, rank)).
 
-The compiled train step must see the same shapes every step, so two counts are fixed once from the
-config (`plan_masks`), and every sample meets them exactly:
+I-JEPA draws one target size and one context size per batch and truncates every index list to the
+batch minimum in raster order, so its shapes change every step. The compiled train step here needs the
+same shapes every step, so `plan_masks` fixes two counts once, from the config alone, and every sample
+meets them exactly:
 
-* K, patches per target block = round(mean(mask_scale) * H * W). Each block draws its aspect ratio
-  from `aspect_ratio`, takes the h x w rectangle (h*w >= K) closest to that aspect, and fills exactly K
-  of its cells row by row from a randomly chosen corner, so a block is a rectangle with at most one
-  partial row, and no corner is favoured.
-* Nc, context patches per image = the 5th percentile of the context size (context block(s) of scale
-  `context_scale`, square, minus the union of the targets) over 2,000 draws with a fixed internal seed,
-  and at least `min_keep`. A sample with more context patches keeps a uniformly random subset of Nc
-  (never a raster-order prefix, which would bias masks towards the top-left); a sample with fewer
-  (about 5 % of draws) is redrawn.
+* **K, patches per target block** = round(mean(mask_scale) * H * W). A block draws its aspect ratio
+  uniformly from `aspect_ratio` and takes, among the tight rectangles that hold K cells (for each height
+  h: w = ceil(K / h), then h = ceil(K / w), fitting the grid), the one whose h / w is nearest in log
+  space. It is placed uniformly on the grid and exactly K of its cells are filled row by row from a
+  random corner, so a block is an h x w rectangle with at most one partial row (at the top or the
+  bottom, missing cells on the left or the right): no corner and no edge of the grid is favoured.
+* **Nc, context patches per image** = the 5 % quantile of the context size (the union of
+  `num_context_masks` square blocks of scale `context_scale`, minus the union of the targets) over
+  4,096 simulated draws with a fixed internal seed, raised to `min_keep` if lower. An image whose
+  context has more than Nc patches keeps a uniformly random subset of Nc (never a raster-order prefix,
+  which would bias the context towards the top-left); an image with fewer (about 5 % of draws) redraws
+  all of its blocks. If fewer than half the draws could reach Nc, the config cannot meet `min_keep`
+  and `plan_masks` raises `UserError`.
 
-Level-l indices: the parent cell of each target patch on the ceil(H/2^l) x ceil(W/2^l) grid.
+`min_keep` applies to the context only: the target size is fixed by `mask_scale`, and applying it to
+the targets would rule out small local-crop grids (6 x 6 gives K = 6).
+
+Level-l indices name the parent cell of each target patch on the pooled grid
+Hl = ceil(H / 2^l) x Wl = ceil(W / 2^l): (row >> l) * Wl + (col >> l); level 0 is the patch index.
 """
 
 from __future__ import annotations
@@ -25,90 +35,156 @@ import numpy as np
 
 from hjepa_mlx.errors import UserError
 
-_PLAN_SEED = 20230601   # fixed, so Nc is a function of the config alone
-_PLAN_DRAWS = 2000
-_MAX_REDRAWS = 100
+_PLAN_SEED = 20230601        # fixed, so Nc is a function of the config alone
+_PLAN_DRAWS = 4096
+_CONTEXT_QUANTILE = 0.05     # ~5 % of images redraw their blocks
+_MIN_ACCEPT_RATE = 0.5       # below this the config "cannot meet min_keep"
+_MAX_REDRAW_ROUNDS = 100     # with acceptance >= 0.5, failing all rounds has probability <= 2^-100
 
 
 @dataclass(frozen=True)
 class MaskPlan:
+    """The fixed mask geometry of one config (see the module docstring for the rule)."""
+
     grid_h: int
     grid_w: int
-    num_masks: int
-    num_target: int           # K, patches per target block
-    num_context: int          # Nc, context patches per image
+    num_masks: int                               # M, target blocks per image
+    num_target: int                              # K, patches per target block
+    num_context: int                             # Nc, context patches per image
+    mask_scale: tuple[float, float]
     aspect_ratio: tuple[float, float]
-    context_scale: tuple[float, float]
     num_context_masks: int
+    context_scale: tuple[float, float]
+    min_keep: int
     num_levels: int
+    block_shapes: tuple[tuple[int, int], ...]    # candidate (h, w) target rectangles, by increasing h / w
+    accept_rate: float                           # fraction of simulated draws whose context reached Nc
 
 
 @dataclass(frozen=True)
 class MaskBatch:
     context_idx: np.ndarray            # (B, Nc) int32, sorted
-    target_idx: np.ndarray             # (B, M, K) int32
+    target_idx: np.ndarray             # (B, M, K) int32, sorted within each block
     level_idx: tuple[np.ndarray, ...]  # L arrays (B, M, K) int32: parent cell on level l's grid
 
 
-def block_shape(k: int, aspect: float, grid_h: int, grid_w: int) -> tuple[int, int]:
-    """The h x w rectangle with h*w >= k, h/w close to `aspect`, that fits the grid."""
-    h = min(max(1, round(math.sqrt(k * aspect))), grid_h)
-    w = min(math.ceil(k / h), grid_w)
-    h = min(math.ceil(k / w), grid_h)
-    return h, w
+def tight_block_shapes(k: int, grid_h: int, grid_w: int) -> tuple[tuple[int, int], ...]:
+    """Every rectangle (h, w) that fits the grid, holds k cells (h*w >= k) and has no spare row or
+    column (h = ceil(k / w), w = ceil(k / h)), sorted by h / w."""
+    shapes = set()
+    for h in range(1, grid_h + 1):
+        w = math.ceil(k / h)
+        if w <= grid_w:
+            shapes.add((math.ceil(k / w), w))
+    return tuple(sorted(shapes, key=lambda s: s[0] / s[1]))
 
 
-def _target_block(rng, k, aspect_ratio, grid_h, grid_w) -> np.ndarray:
-    aspect = rng.uniform(*aspect_ratio)
-    h, w = block_shape(k, aspect, grid_h, grid_w)
-    top, left = rng.integers(0, grid_h - h + 1), rng.integers(0, grid_w - w + 1)
-    cells = np.arange(h * w)[:k]                       # row-major fill of exactly k cells
-    rows, cols = cells // w, cells % w
-    if rng.integers(2):                                # the partial row at the top or the bottom
-        rows = h - 1 - rows
-    if rng.integers(2):                                # and starting from the left or the right
-        cols = w - 1 - cols
-    return ((top + rows) * grid_w + left + cols).astype(np.int32)
+def _pick_shapes(plan: MaskPlan, aspects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate shape nearest each drawn aspect ratio, in log space."""
+    shapes = np.array(plan.block_shapes)
+    log_aspect = np.log(shapes[:, 0] / shapes[:, 1])
+    choice = np.abs(np.log(aspects)[:, None] - log_aspect[None]).argmin(axis=1)
+    return shapes[choice, 0], shapes[choice, 1]
 
 
-def _context_mask(rng, context_scale, count, grid_h, grid_w) -> np.ndarray:
-    mask = np.zeros((grid_h, grid_w), dtype=bool)
-    for _ in range(count):
-        scale = rng.uniform(*context_scale)
-        side_h = min(grid_h, max(1, round(math.sqrt(scale * grid_h * grid_w))))
-        side_w = min(grid_w, max(1, round(math.sqrt(scale * grid_h * grid_w))))
-        top, left = rng.integers(0, grid_h - side_h + 1), rng.integers(0, grid_w - side_w + 1)
-        mask[top:top + side_h, left:left + side_w] = True
-    return mask.reshape(-1)
+def _target_blocks(rng: np.random.Generator, plan: MaskPlan, n: int) -> np.ndarray:
+    """n target blocks as boolean masks (n, H, W), each with exactly K cells."""
+    gh, gw, k = plan.grid_h, plan.grid_w, plan.num_target
+    h, w = _pick_shapes(plan, rng.uniform(*plan.aspect_ratio, size=n))
+    top = rng.integers(0, gh - h + 1)            # every position, the last row and column included
+    left = rng.integers(0, gw - w + 1)
+    flip_rows, flip_cols = rng.integers(0, 2, size=(2, n)).astype(bool)
+    h, w, top, left = (a[:, None, None] for a in (h, w, top, left))
+    rr = np.arange(gh)[None, :, None] - top
+    cc = np.arange(gw)[None, None, :] - left
+    inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+    # Fill order inside the block: row by row from the chosen corner; the first K cells are kept.
+    order = np.where(flip_rows[:, None, None], h - 1 - rr, rr) * w + np.where(flip_cols[:, None, None], w - 1 - cc, cc)
+    return inside & (order < k)
 
 
-def _draw(rng, plan: MaskPlan) -> tuple[np.ndarray, np.ndarray]:
-    targets = np.stack([_target_block(rng, plan.num_target, plan.aspect_ratio, plan.grid_h, plan.grid_w)
-                        for _ in range(plan.num_masks)])
-    context = _context_mask(rng, plan.context_scale, plan.num_context_masks, plan.grid_h, plan.grid_w)
-    context[targets.reshape(-1)] = False
-    return targets, np.flatnonzero(context)
+def _context_blocks(rng: np.random.Generator, plan: MaskPlan, n: int) -> np.ndarray:
+    """The union of num_context_masks square blocks per image, (n, H, W) boolean. On a non-square grid
+    a side longer than the grid is clipped to it (as I-JEPA does)."""
+    gh, gw, c = plan.grid_h, plan.grid_w, plan.num_context_masks
+    side = np.rint(np.sqrt(rng.uniform(*plan.context_scale, size=(n, c)) * gh * gw)).astype(np.int64)
+    side_h, side_w = np.clip(side, 1, gh), np.clip(side, 1, gw)
+    top, left = rng.integers(0, gh - side_h + 1), rng.integers(0, gw - side_w + 1)
+    rr = np.arange(gh)[None, None, :, None] - top[..., None, None]
+    cc = np.arange(gw)[None, None, None, :] - left[..., None, None]
+    inside = (rr >= 0) & (rr < side_h[..., None, None]) & (cc >= 0) & (cc < side_w[..., None, None])
+    return inside.any(axis=1)
 
 
-def plan_masks(grid_h: int, grid_w: int, *, num_masks: int, mask_scale, aspect_ratio, num_context_masks: int,
-               context_scale, min_keep: int, num_levels: int) -> MaskPlan:
-    n = grid_h * grid_w
-    k = max(1, round(sum(mask_scale) / 2 * n))
-    draft = MaskPlan(grid_h, grid_w, num_masks, k, 0, tuple(aspect_ratio), tuple(context_scale),
-                     num_context_masks, num_levels)
-    rng = np.random.default_rng(_PLAN_SEED)
-    sizes = np.array([len(_draw(rng, draft)[1]) for _ in range(_PLAN_DRAWS)])
-    nc = int(np.percentile(sizes, 5))
-    if nc < min_keep:
+def _draw(rng: np.random.Generator, plan: MaskPlan, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n images: target masks (n, M, H*W) and context masks (n, H*W), context = block minus targets."""
+    cells = plan.grid_h * plan.grid_w
+    targets = _target_blocks(rng, plan, n * plan.num_masks).reshape(n, plan.num_masks, cells)
+    context = _context_blocks(rng, plan, n).reshape(n, cells) & ~targets.any(axis=1)
+    return targets, context
+
+
+def _validate(grid_h, grid_w, num_masks, mask_scale, aspect_ratio, num_context_masks, context_scale, min_keep,
+              num_levels) -> None:
+    def bad(key, value, rule):
+        raise UserError(f"masks: {key} is {value!r}; it must be {rule}")
+
+    if grid_h < 1 or grid_w < 1:
+        bad("the patch grid", (grid_h, grid_w), "at least 1 x 1 (check data.image_size and model.patch_size)")
+    for key, value, count in (("masking.num_masks", num_masks, 1), ("masking.num_context_masks", num_context_masks, 1),
+                              ("masking.min_keep", min_keep, 1), ("model.num_hierarchies", num_levels, 1)):
+        if int(value) != value or value < count:
+            bad(key, value, f"an integer >= {count}")
+    for key, (lo, hi) in (("masking.mask_scale", mask_scale), ("masking.context_scale", context_scale)):
+        if not 0 < lo <= hi <= 1:
+            bad(key, [lo, hi], "[lo, hi] with 0 < lo <= hi <= 1 (fractions of the patch grid)")
+    lo, hi = aspect_ratio
+    if not 0 < lo <= hi:
+        bad("masking.aspect_ratio", [lo, hi], "[lo, hi] with 0 < lo <= hi (block height / width)")
+
+
+def plan_masks(grid_h: int, grid_w: int, num_masks: int = 4, mask_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5),
+               num_context_masks: int = 1, context_scale=(0.85, 1.0), min_keep: int = 10,
+               num_levels: int = 1, *, quiet: bool = False) -> MaskPlan:
+    """Fix the mask geometry of a config once (K and Nc; rule in the module docstring).
+
+    grid_h, grid_w: the patch grid (image size // patch size; a smaller grid for local crops).
+    num_masks: M target blocks per image. mask_scale: (lo, hi) fraction of the grid per target block;
+    K uses its mean. aspect_ratio: (lo, hi) of block height / width, drawn uniformly per block.
+    num_context_masks: square context blocks per image (their union is the context block).
+    context_scale: (lo, hi) fraction of the grid per context block, drawn uniformly per block.
+    min_keep: the fewest context patches an image may have. num_levels: hierarchy levels L.
+    quiet: do not print the line announcing that min_keep raised Nc above the 5 % quantile.
+    Raises UserError when the arguments are out of range or the context cannot keep min_keep patches.
+    """
+    _validate(grid_h, grid_w, num_masks, mask_scale, aspect_ratio, num_context_masks, context_scale, min_keep,
+              num_levels)
+    k = max(1, round((mask_scale[0] + mask_scale[1]) / 2 * grid_h * grid_w))
+    fields = dict(grid_h=grid_h, grid_w=grid_w, num_masks=num_masks, num_target=k, mask_scale=tuple(mask_scale),
+                  aspect_ratio=tuple(aspect_ratio), num_context_masks=num_context_masks,
+                  context_scale=tuple(context_scale), min_keep=min_keep, num_levels=num_levels,
+                  block_shapes=tight_block_shapes(k, grid_h, grid_w))
+    draft = MaskPlan(num_context=0, accept_rate=1.0, **fields)
+    _, context = _draw(np.random.default_rng(_PLAN_SEED), draft, _PLAN_DRAWS)
+    sizes = context.sum(axis=1)
+    quantile = int(np.quantile(sizes, _CONTEXT_QUANTILE, method="lower"))
+    nc = max(quantile, min_keep)
+    accept = float(np.mean(sizes >= nc))
+    where = (f"with masking.num_masks {num_masks}, mask_scale {list(mask_scale)} (K = {k} patches per block) "
+             f"and context_scale {list(context_scale)} on a {grid_h}x{grid_w} patch grid")
+    if accept < _MIN_ACCEPT_RATE:
         raise UserError(
-            f"masks: with masking.num_masks {num_masks}, mask_scale {list(mask_scale)} and context_scale "
-            f"{list(context_scale)} on a {grid_h}x{grid_w} patch grid, the context keeps only ~{nc} patches, "
-            f"fewer than masking.min_keep {min_keep}; lower num_masks or mask_scale, or raise context_scale")
-    return MaskPlan(grid_h, grid_w, num_masks, k, nc, tuple(aspect_ratio), tuple(context_scale),
-                    num_context_masks, num_levels)
+            f"masks: {where}, the context keeps a median of {int(np.median(sizes))} patches and reaches "
+            f"masking.min_keep {min_keep} in only {accept:.0%} of draws; lower masking.num_masks or "
+            f"masking.mask_scale, raise masking.context_scale, or lower masking.min_keep")
+    if nc > quantile and not quiet:
+        print(f"masks: context count raised from its 5 % quantile {quantile} to masking.min_keep {min_keep} "
+              f"({1 - accept:.0%} of images will redraw their blocks) {where}")
+    return MaskPlan(num_context=nc, accept_rate=accept, **fields)
 
 
-def level_indices(target_idx: np.ndarray, grid_w: int, grid_h: int, num_levels: int) -> tuple[np.ndarray, ...]:
+def level_indices(target_idx: np.ndarray, grid_h: int, grid_w: int, num_levels: int) -> tuple[np.ndarray, ...]:
+    """Parent cell of each patch index on level l's grid ceil(H/2^l) x ceil(W/2^l), l = 0..num_levels-1."""
     rows, cols = target_idx // grid_w, target_idx % grid_w
     out = []
     for level in range(num_levels):
@@ -118,17 +194,29 @@ def level_indices(target_idx: np.ndarray, grid_w: int, grid_h: int, num_levels: 
 
 
 def sample_masks(plan: MaskPlan, batch_size: int, seed: int, step: int, rank: int = 0) -> MaskBatch:
+    """Masks for one batch, a pure function of (plan, batch_size, seed, step, rank).
+
+    Returns context_idx (B, Nc) sorted, target_idx (B, M, K), level_idx (L arrays (B, M, K)), all int32.
+    Images whose context falls short of Nc redraw all their blocks (bounded rounds).
+    """
     rng = np.random.default_rng([seed, step, rank])
-    contexts = np.empty((batch_size, plan.num_context), dtype=np.int32)
-    targets = np.empty((batch_size, plan.num_masks, plan.num_target), dtype=np.int32)
-    for i in range(batch_size):
-        for _ in range(_MAX_REDRAWS):
-            blocks, context = _draw(rng, plan)
-            if len(context) >= plan.num_context:
-                break
-        else:
-            raise RuntimeError(f"mask sampler: no context of {plan.num_context} patches in {_MAX_REDRAWS} draws")
-        keep = rng.choice(len(context), size=plan.num_context, replace=False)
-        contexts[i] = np.sort(context[keep])
-        targets[i] = blocks
-    return MaskBatch(contexts, targets, level_indices(targets, plan.grid_w, plan.grid_h, plan.num_levels))
+    cells = plan.grid_h * plan.grid_w
+    targets = np.zeros((batch_size, plan.num_masks, cells), dtype=bool)
+    context = np.zeros((batch_size, cells), dtype=bool)
+    pending = np.arange(batch_size)
+    for _ in range(_MAX_REDRAW_ROUNDS):
+        t, c = _draw(rng, plan, len(pending))
+        ok = c.sum(axis=1) >= plan.num_context
+        targets[pending[ok]], context[pending[ok]] = t[ok], c[ok]
+        pending = pending[~ok]
+        if len(pending) == 0:
+            break
+    else:
+        raise RuntimeError(f"mask sampler: {len(pending)} images found no context of {plan.num_context} patches in "
+                           f"{_MAX_REDRAW_ROUNDS} draws, though {plan.accept_rate:.0%} of planned draws did; "
+                           f"this should not happen - please report it with the masking config")
+    # A uniformly random Nc-subset of each context: the Nc context cells with the smallest random keys.
+    keys = np.where(context, rng.random(context.shape), 2.0)
+    context_idx = np.sort(np.argsort(keys, axis=1)[:, :plan.num_context], axis=1).astype(np.int32)
+    target_idx = np.nonzero(targets)[2].reshape(batch_size, plan.num_masks, plan.num_target).astype(np.int32)
+    return MaskBatch(context_idx, target_idx, level_indices(target_idx, plan.grid_h, plan.grid_w, plan.num_levels))

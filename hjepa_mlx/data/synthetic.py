@@ -1,7 +1,9 @@
-"""Procedural labelled images: a coloured shape on a textured background, deterministic from (seed, index).
+"""Procedural labelled images: a textured shape on a noisy background, deterministic from (seed, index).
 
-The class fixes the shape (disc, square, triangle, ring, cross) and the colour family, so an encoder
-that learns shape and colour separates the classes; position, size, texture and shade vary per image.
+The class fixes the shape (disc, square, triangle, ring, cross) and the texture inside it (solid, or
+stripes at the class's own angle); colours, position, size and background vary per image at random.
+So colour, which dominates a random-init encoder's features, carries no label information: an encoder
+has to learn shape and texture (e.g. by becoming invariant to colour jitter) to separate the classes.
 """
 
 from __future__ import annotations
@@ -32,18 +34,22 @@ class SyntheticDataset:
         rng = np.random.default_rng([self.seed, index])
         s = self.image_size
         yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
-        # background: low-contrast stripes at a random angle + noise
-        angle, freq = rng.uniform(0, np.pi), rng.uniform(3, 9)
-        stripes = 0.5 + 0.15 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
-        bg = np.repeat(stripes[..., None], 3, axis=2) * rng.uniform(0.4, 1.0, size=3)
-        bg += rng.normal(0, 0.04, size=bg.shape)
-        # foreground: class shape in the class colour family
-        hue = (label // _SHAPES) / max(1, (self.num_classes + _SHAPES - 1) // _SHAPES) + rng.uniform(-0.04, 0.04)
-        colour = _hue_to_rgb(hue % 1.0) * rng.uniform(0.75, 1.0)
-        cy, cx = rng.uniform(0.3, 0.7, size=2)
-        r = rng.uniform(0.16, 0.28)
+        # background: a random dull colour with noise
+        bg = np.ones((s, s, 3), np.float32) * rng.uniform(0.2, 0.8, size=3) * 0.6 + 0.2
+        bg = bg + rng.normal(0, 0.06, size=bg.shape)
+        # foreground: the class's shape, filled with a random colour, solid or striped by class
+        colour = _hue_to_rgb(rng.uniform()) * rng.uniform(0.6, 1.0)
+        cy, cx = rng.uniform(0.35, 0.65, size=2)
+        r = rng.uniform(0.25, 0.36)
         mask = _shape_mask(label % _SHAPES, yy - cy, xx - cx, r)
-        img = np.where(mask[..., None], colour[None, None], bg)
+        pattern = label // _SHAPES
+        if pattern:
+            angle = np.pi * pattern / max(1, (self.num_classes - 1) // _SHAPES + 1)
+            stripes = np.sin(2 * np.pi * 6 * (xx * np.cos(angle) + yy * np.sin(angle))) > 0
+            fg = np.where(stripes[..., None], colour[None, None], colour[None, None] * 0.25)
+        else:
+            fg = np.broadcast_to(colour, (s, s, 3))
+        img = np.where(mask[..., None], fg, bg)
         return (np.clip(img, 0, 1) * 255).astype(np.uint8), label
 
 

@@ -1,8 +1,9 @@
-"""Multi-head self-attention with two interchangeable kernels and optional 2-D RoPE.
+"""Multi-head self-attention with two interchangeable kernels and optional axial 2-D RoPE.
 
-`fused=True` uses `mx.fast.scaled_dot_product_attention` (fused on Apple GPUs; on the MLX CPU backend
-it is not fused and runs at the speed of the reference); `fused=False` is the plain formula. A test
-holds them together.
+`fused=True` uses the MLX fast kernels: `mx.fast.scaled_dot_product_attention` and `mx.fast.rope`
+(fused on Apple GPUs; on the MLX CPU backend attention is *not* fused and runs the same ops as the
+reference). `fused=False` uses the plain formulas (`reference_attention`, `rope_reference`). Tests hold
+the two paths together (<= 1e-5) and both against float64 NumPy.
 """
 
 from __future__ import annotations
@@ -10,34 +11,56 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from hjepa_mlx.models.posemb import apply_rope
+from hjepa_mlx.models.posemb import rope_fused, rope_reference
 
 
 def reference_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
-    """softmax(q k^T * scale) v over (B, H, N, hd) arrays, softmax in fp32."""
+    """softmax(q k^T * scale) v.
+
+    q: (B, H, Nq, hd), k and v: (B, H, Nk, hd), scale: usually hd ** -0.5.
+    Returns (B, H, Nq, hd). The softmax runs in fp32 whatever the input dtype (as the fused kernel does).
+    """
     scores = (q * scale) @ k.swapaxes(-1, -2)
     weights = mx.softmax(scores.astype(mx.float32), axis=-1).astype(v.dtype)
     return weights @ v
 
 
+def fused_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
+    """`mx.fast.scaled_dot_product_attention` with the same arguments and result as `reference_attention`."""
+    return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, fused: bool = True):
+    """qkv Linear -> (RoPE on q, k) -> attention per head -> output Linear.
+
+    dim: token width D (divisible by num_heads). num_heads: heads H. qkv_bias: bias on the qkv Linear.
+    fused: the fast kernels (True) or the reference formulas (False), for attention and RoPE alike.
+    rope_theta: RoPE base, used only when positions are passed to __call__.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, fused: bool = True,
+                 rope_theta: float = 10000.0):
         super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.fused = fused
+        self.rope_theta = rope_theta
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def __call__(self, x: mx.array, rope_angles: mx.array | None = None) -> mx.array:
+    def __call__(self, x: mx.array, positions: tuple[mx.array, mx.array] | None = None) -> mx.array:
+        """x (B, N, D); positions: None (no RoPE) or (rows, cols), each (B, N) int32. Returns (B, N, D)."""
         b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        if rope_angles is not None:
-            q, k = apply_rope(q, rope_angles), apply_rope(k, rope_angles)
-        if self.fused:
-            out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        else:
-            out = reference_attention(q, k, v, self.scale)
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                  # (B, N, H, hd)
+        if positions is not None:
+            # RoPE before the head transpose: (B, N, H, hd) is the layout mx.fast.rope needs (see posemb).
+            rope = rope_fused if self.fused else rope_reference
+            q, k = rope(q, *positions, self.rope_theta), rope(k, *positions, self.rope_theta)
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))               # (B, H, N, hd)
+        attend = fused_attention if self.fused else reference_attention
+        out = attend(q, k, v, self.scale)
         return self.proj(out.transpose(0, 2, 1, 3).reshape(b, n, d))

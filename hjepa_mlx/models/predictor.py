@@ -2,7 +2,8 @@
 
 Linear D->P, sin-cos position at the context positions; one shared learned mask token plus the sin-cos
 position at each target position; blocks, LayerNorm, the mask-token outputs, Linear P->D. All M blocks
-of all B images run as one batch of B*M sequences, so blocks never see each other.
+of all B images run as one batch of B*M sequences (the context repeated per block), so blocks never see
+each other - as I-JEPA, which repeats the context once per mask.
 """
 
 from __future__ import annotations
@@ -10,11 +11,23 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from hjepa_mlx.models.posemb import sincos_2d
-from hjepa_mlx.models.vit import LN_EPS, Block, gather_tokens, grid_rope, run_blocks
+from hjepa_mlx.errors import UserError
+from hjepa_mlx.models.posemb import grid_positions, sincos_2d
+from hjepa_mlx.models.vit import LN_EPS, Block, check_widths, run_blocks
+
+MASK_TOKEN_STD = 0.02   # I-JEPA: trunc_normal_(mask_token, std=0.02)
 
 
 class Predictor(nn.Module):
+    """The I-JEPA predictor.
+
+    grid: (grid_h, grid_w) patch grid. encoder_dim: D. predictor_dim: P (I-JEPA: 384). depth, num_heads,
+    mlp_ratio, qkv_bias: of the predictor blocks. dropout: must be 0 - dropout inside the compiled step
+    would need an explicit PRNG key per call, which is not implemented (raises UserError otherwise).
+    use_fused_attention, use_layerscale, layerscale_init, use_rope, rope_theta, use_checkpoint,
+    activation: as `ViTEncoder`. The mask token is drawn from the global MLX RNG at construction.
+    """
+
     def __init__(self, *, grid: tuple[int, int], encoder_dim: int, predictor_dim: int, depth: int,
                  num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, dropout: float = 0.0,
                  use_fused_attention: bool = True, use_layerscale: bool = False, layerscale_init: float = 1e-5,
@@ -22,35 +35,42 @@ class Predictor(nn.Module):
                  activation: str = "gelu"):
         super().__init__()
         if dropout > 0:
-            # Refused by the config rules too; kept here so the module never silently ignores it.
-            raise ValueError("predictor dropout > 0 is not implemented")
-        self.grid = grid
+            raise UserError(f"predictor dropout {dropout} is not supported: dropout inside the compiled train "
+                            f"step needs an explicit random key per step, which this predictor does not take "
+                            f"(I-JEPA trains with 0); set model.predictor.dropout to 0")
+        check_widths("predictor", predictor_dim, num_heads, use_rope)
+        self._grid = tuple(grid)
         self.embed = nn.Linear(encoder_dim, predictor_dim)
-        self._pos = sincos_2d(predictor_dim, *grid)
+        self._pos = sincos_2d(predictor_dim, *self._grid)   # constant, not a parameter
+        self.mask_token = MASK_TOKEN_STD * mx.random.truncated_normal(-2.0, 2.0, (predictor_dim,))
         self.blocks = [Block(predictor_dim, num_heads, mlp_ratio, qkv_bias, use_fused_attention,
-                             use_layerscale, layerscale_init, activation) for _ in range(depth)]
+                             use_layerscale, layerscale_init, activation, rope_theta) for _ in range(depth)]
         self.norm = nn.LayerNorm(predictor_dim, eps=LN_EPS)
         self.proj = nn.Linear(predictor_dim, encoder_dim)
-        self._rope = (predictor_dim // num_heads, rope_theta) if use_rope else None
+        self._use_rope = use_rope
         self._checkpoint = use_checkpoint
-        # I-JEPA initialises the mask token with a truncated normal of std 0.02.
-        self.mask_token = 0.02 * mx.clip(mx.random.normal((predictor_dim,)), -2, 2)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self._grid
 
     def __call__(self, context: mx.array, context_idx: mx.array, target_idx: mx.array) -> mx.array:
-        """context (B, Nc, D), context_idx (B, Nc), target_idx (B, M, K) -> predictions (B, M, K, D)."""
+        """context (B, Nc, D) encoder tokens at context_idx (B, Nc); target_idx (B, M, K) int32.
+
+        Returns predictions (B, M, K, D) for the target patches, block by block.
+        """
         b, nc, _ = context.shape
         _, m, k = target_idx.shape
-        pos = mx.broadcast_to(self._pos.astype(context.dtype)[None], (b, *self._pos.shape))
-        ctx = self.embed(context) + gather_tokens(pos, context_idx)                       # (B, Nc, P)
-        flat_targets = target_idx.reshape(b, m * k)
-        queries = self.mask_token.astype(context.dtype) + gather_tokens(pos, flat_targets)  # (B, M*K, P)
-        p = ctx.shape[-1]
-        ctx = mx.broadcast_to(ctx[:, None], (b, m, nc, p)).reshape(b * m, nc, p)
-        queries = queries.reshape(b * m, k, p)
-        x = mx.concatenate([ctx, queries], axis=1)
-        rope = None
-        if self._rope:
+        pos = self._pos.astype(context.dtype)                                   # (N, P)
+        p = pos.shape[-1]
+        ctx = self.embed(context) + pos[context_idx]                            # (B, Nc, P)
+        queries = self.mask_token.astype(context.dtype) + pos[target_idx]       # (B, M, K, P)
+        ctx = mx.broadcast_to(ctx[:, None], (b, m, nc, p))                      # context repeated per block
+        x = mx.concatenate([ctx, queries], axis=2).reshape(b * m, nc + k, p)
+        positions = None
+        if self._use_rope:
             idx = mx.concatenate([mx.broadcast_to(context_idx[:, None], (b, m, nc)), target_idx], axis=2)
-            rope = grid_rope(idx.reshape(b * m, nc + k), self.grid[1], *self._rope)
-        x = self.norm(run_blocks(self.blocks, x, rope, self._checkpoint))
+            positions = grid_positions(idx.reshape(b * m, nc + k), self._grid[1])
+        x = self.norm(run_blocks(self.blocks, x, positions, self._checkpoint))
         return self.proj(x[:, nc:]).reshape(b, m, k, -1)
+

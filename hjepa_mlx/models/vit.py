@@ -2,7 +2,10 @@
 
 The encoder runs on *gathered* token index sets: masked tokens are dropped, never zeroed, so attention
 only ever sees real tokens. No class token; the 2-D sin-cos position table is fixed (not a parameter)
-and added before gathering.
+and added before gathering. With RoPE on, q and k are rotated at the gathered tokens' grid positions.
+
+Parameters are fp32 (master weights); for bf16 compute the caller casts the parameter tree and the
+images (see `hjepa_mlx.models.precision`) - the modules follow the dtype of what they are given.
 """
 
 from __future__ import annotations
@@ -11,30 +14,46 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.nn.utils import checkpoint
 
+from hjepa_mlx.errors import UserError
 from hjepa_mlx.models.attention import Attention
-from hjepa_mlx.models.posemb import rope_angles, sincos_2d
+from hjepa_mlx.models.posemb import grid_positions, sincos_2d
 
-LN_EPS = 1e-6
+LN_EPS = 1e-6   # timm / I-JEPA ViT LayerNorm epsilon
+
+# "gelu" is the exact (erf) GELU of timm's ViT; the others are cheaper stand-ins for slow CPUs.
+ACTIVATIONS = {"gelu": nn.gelu, "gelu_fast": nn.gelu_fast_approx, "relu": nn.relu}
+
+
+def check_widths(what: str, dim: int, num_heads: int, use_rope: bool) -> None:
+    """UserError unless dim suits a sin-cos table (dim % 4 == 0), the heads, and 2-D RoPE (head dim % 4)."""
+    if dim % 4:
+        raise UserError(f"{what} width {dim} is not divisible by 4, which the 2-D sin-cos position table needs")
+    if dim % num_heads:
+        raise UserError(f"{what} width {dim} is not divisible by its {num_heads} heads")
+    if use_rope and (dim // num_heads) % 4:
+        raise UserError(f"{what} head width {dim // num_heads} is not divisible by 4, which 2-D RoPE needs "
+                        f"(half the channels per axis, in pairs); change the width or heads, or turn RoPE off")
 
 
 class PatchEmbed(nn.Module):
-    """Conv patch embedding on NHWC images -> (B, grid_h*grid_w, D) in raster order."""
+    """Conv patch embedding: images (B, H, W, C) NHWC -> tokens (B, (H/p)*(W/p), D) in raster order."""
 
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def __call__(self, images: mx.array) -> mx.array:
-        x = self.proj(images)
+        x = self.proj(images)                              # (B, H/p, W/p, D)
         return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
-ACTIVATIONS = {"gelu": nn.gelu, "gelu_fast": nn.gelu_fast_approx, "relu": nn.relu}
-
-
 class MLP(nn.Module):
+    """Linear dim->hidden, activation, Linear hidden->dim."""
+
     def __init__(self, dim: int, hidden: int, activation: str = "gelu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown MLP activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
         self._act = ACTIVATIONS[activation]
@@ -44,78 +63,105 @@ class MLP(nn.Module):
 
 
 class LayerScale(nn.Module):
-    """diag(lambda) . x with one lambda per channel (CaiT)."""
+    """diag(gamma) . x with one learned gamma per channel, initialised to `init` (CaiT)."""
 
     def __init__(self, dim: int, init: float):
         super().__init__()
-        self.gamma = mx.full((dim,), init)
+        self.gamma = mx.full((dim,), init, dtype=mx.float32)
 
     def __call__(self, x):
         return x * self.gamma
 
 
 class Block(nn.Module):
-    """x + ls1(attn(norm1(x))); x + ls2(mlp(norm2(x)))."""
+    """Pre-norm transformer block: x + ls1(attn(norm1(x))); x + ls2(mlp(norm2(x))).
+
+    dim, num_heads, mlp_ratio (hidden = int(dim * mlp_ratio)), qkv_bias, fused (fast kernels or the
+    reference formulas), use_layerscale / layerscale_init (CaiT LayerScale on both residual branches),
+    activation (key of ACTIVATIONS), rope_theta (RoPE base, used when positions are given).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  fused: bool = True, use_layerscale: bool = False, layerscale_init: float = 1e-5,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", rope_theta: float = 10000.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, fused=fused)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, fused=fused, rope_theta=rope_theta)
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
         self.mlp = MLP(dim, int(dim * mlp_ratio), activation)
+        self.use_layerscale = use_layerscale
         if use_layerscale:
             self.ls1 = LayerScale(dim, layerscale_init)
             self.ls2 = LayerScale(dim, layerscale_init)
-        self.use_layerscale = use_layerscale
 
-    def __call__(self, x, rope=None):
-        a = self.attn(self.norm1(x), rope)
+    def __call__(self, x: mx.array, positions: tuple[mx.array, mx.array] | None = None) -> mx.array:
+        """x (B, N, D); positions None or (rows, cols) (B, N) for RoPE. Returns (B, N, D)."""
+        a = self.attn(self.norm1(x), positions)
         x = x + (self.ls1(a) if self.use_layerscale else a)
         m = self.mlp(self.norm2(x))
         return x + (self.ls2(m) if self.use_layerscale else m)
 
 
-def run_blocks(blocks, x, rope, use_checkpoint: bool):
-    """Apply blocks in order; with use_checkpoint each block's activations are recomputed in backward."""
+def run_blocks(blocks, x: mx.array, positions, use_checkpoint: bool) -> mx.array:
+    """Apply blocks in order. use_checkpoint: wrap each block in `mx.checkpoint` (via
+    `mlx.nn.utils.checkpoint`), so its activations are recomputed in the backward pass instead of stored."""
     for block in blocks:
-        x = checkpoint(block)(x, rope) if use_checkpoint else block(x, rope)
+        x = checkpoint(block)(x, positions) if use_checkpoint else block(x, positions)
     return x
 
 
 def gather_tokens(x: mx.array, indices: mx.array) -> mx.array:
-    """x (B, N, D), indices (B, n) -> (B, n, D)."""
-    return mx.take_along_axis(x, indices[..., None], axis=1)
-
-
-def grid_rope(indices: mx.array, grid_w: int, head_dim: int, theta: float) -> mx.array:
-    """RoPE angles (B, 1, n, head_dim/2) at the (row, col) grid positions of raster indices (B, n)."""
-    rows, cols = indices // grid_w, indices % grid_w
-    return rope_angles(head_dim, rows, cols, theta)[:, None]
+    """x (B, N, D), indices (B, n) int -> (B, n, D): the rows of x at the indices (others dropped)."""
+    return mx.take_along_axis(x, indices[..., None].astype(mx.int32), axis=1)
 
 
 class ViTEncoder(nn.Module):
+    """ViT encoder without class token, on gathered index sets.
+
+    patch_size, image_size (square images, divisible by patch_size), embed_dim, depth, num_heads,
+    mlp_ratio, qkv_bias, use_fused_attention (fast kernels for attention and RoPE, else the reference
+    formulas), use_layerscale, layerscale_init, use_rope (2-D RoPE on q, k), rope_theta,
+    use_checkpoint (recompute block activations in backward), activation (MLP activation key).
+    """
+
     def __init__(self, *, patch_size: int, image_size: int, embed_dim: int, depth: int, num_heads: int,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, use_fused_attention: bool = True,
                  use_layerscale: bool = False, layerscale_init: float = 1e-5, use_rope: bool = False,
                  rope_theta: float = 10000.0, use_checkpoint: bool = False, activation: str = "gelu"):
         super().__init__()
-        self.grid = (image_size // patch_size, image_size // patch_size)
+        if image_size % patch_size:
+            raise UserError(f"image size {image_size} is not divisible by the patch size {patch_size}; "
+                            f"pick an image size that is a multiple of {patch_size}")
+        check_widths("encoder", embed_dim, num_heads, use_rope)
+        self._grid = (image_size // patch_size, image_size // patch_size)
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
-        self._pos = sincos_2d(embed_dim, *self.grid)        # fixed: underscore keeps it out of parameters
+        self._pos = sincos_2d(embed_dim, *self._grid)      # leading underscore: a constant, not a parameter
         self.blocks = [Block(embed_dim, num_heads, mlp_ratio, qkv_bias, use_fused_attention,
-                             use_layerscale, layerscale_init, activation) for _ in range(depth)]
+                             use_layerscale, layerscale_init, activation, rope_theta) for _ in range(depth)]
         self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
-        self._rope = (embed_dim // num_heads, rope_theta) if use_rope else None
+        self._use_rope = use_rope
         self._checkpoint = use_checkpoint
 
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(grid_h, grid_w) patches."""
+        return self._grid
+
+    @property
+    def num_patches(self) -> int:
+        return self._grid[0] * self._grid[1]
+
     def __call__(self, images: mx.array, indices: mx.array | None = None) -> mx.array:
-        """images (B, H, W, 3) -> tokens (B, N, D) of all patches, or (B, n, D) at `indices` (B, n)."""
+        """images (B, H, W, 3); indices (B, n) int32 raster patch indices, or None for all patches.
+
+        Returns (B, n, D) final-LayerNormed tokens at `indices` (in their order), or (B, N, D) for all.
+        """
         x = self.patch_embed(images) + self._pos.astype(images.dtype)
-        if indices is None:
-            indices = mx.broadcast_to(mx.arange(x.shape[1], dtype=mx.int32)[None], x.shape[:2])
-        else:
+        if indices is not None:
             x = gather_tokens(x, indices)
-        rope = grid_rope(indices, self.grid[1], *self._rope) if self._rope else None
-        return self.norm(run_blocks(self.blocks, x, rope, self._checkpoint))
+        positions = None
+        if self._use_rope:
+            if indices is None:
+                indices = mx.broadcast_to(mx.arange(x.shape[1], dtype=mx.int32)[None], x.shape[:2])
+            positions = grid_positions(indices, self._grid[1])
+        return self.norm(run_blocks(self.blocks, x, positions, self._checkpoint))
