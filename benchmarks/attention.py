@@ -1,80 +1,130 @@
-"""Fused (`mx.fast.scaled_dot_product_attention`) vs reference attention for ViT-T/S/B head shapes.
+import hjepa_mlx  # noqa: F401  (first: loads the optimized BLAS before anything imports mlx.core)
 
-python benchmarks/attention.py [--batch 8] [--quick] [--repeats 5] [--out benchmarks/results/attention.json]
+# Fused (mx.fast.scaled_dot_product_attention) vs reference (softmax(q k^T * scale) v) attention.
+#
+#   python benchmarks/attention.py [--batch B] [--repeats R] [--quick] [--out PATH]
+#
+# ViT-T/S/B head shapes (3 / 6 / 12 heads of width 64) over sequence lengths 64, 196, 256, 576, 1024;
+# forward, and forward + backward (gradients for q, k, v). Median wall time over repetitions after
+# warm-up, with the min-max spread; peak memory of one call (mx.reset_peak_memory / mx.get_peak_memory)
+# above what was allocated before it; max |fused - reference| of the outputs (and of the gradients).
+# A table on stdout, JSON to --out. --quick: one small shape, two repetitions (a smoke run for the tests).
 
-Forward and forward+backward, median over repetitions after warm-up, peak memory, max |difference|
-between the two paths. On the MLX CPU backend the fused kernel is not fused, so both are expected to
-run at the same speed there; the difference shows on Apple GPUs.
-"""
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine, print_machine, time_median, write_json  # noqa: E402  (loads BLAS first)
-
 import mlx.core as mx  # noqa: E402
+from common import RESULTS, machine, time_median, write_json  # noqa: E402
 
-from hjepa_mlx.models.attention import reference_attention  # noqa: E402
+from hjepa_mlx import blas  # noqa: E402
+from hjepa_mlx.models.attention import fused_attention, reference_attention  # noqa: E402
 
-MODELS = {"ViT-T": 3, "ViT-S": 6, "ViT-B": 12}   # heads; head dim 64
+MODELS = (("ViT-T", 3), ("ViT-S", 6), ("ViT-B", 12))
+HEAD_DIM = 64
 SEQ_LENS = (64, 196, 256, 576, 1024)
+PATHS = {"fused": fused_attention, "reference": reference_attention}
 
 
-def fused(q, k, v, scale):
-    return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+def _forward(fn, scale):
+    return lambda q, k, v: fn(q, k, v, scale)
 
 
-def bench(fn, q, k, v, scale, repeats):
-    fwd = mx.compile(lambda a, b, c: fn(a, b, c, scale))
-    grad = mx.compile(mx.grad(lambda a, b, c: fn(a, b, c, scale).sum(), argnums=(0, 1, 2)))
+def _forward_backward(fn, scale, cotangent):
+    # value and gradients for q, k, v of <attention(q, k, v), cotangent>: one forward + one backward
+    return mx.value_and_grad(lambda q, k, v: (fn(q, k, v, scale) * cotangent).sum(), argnums=(0, 1, 2))
+
+
+def _peak_bytes(call) -> int:
+    """Peak memory allocated during one call, above what was allocated before it."""
+    mx.synchronize()
+    before = mx.get_active_memory()
     mx.reset_peak_memory()
-    t_fwd = time_median(lambda: mx.eval(fwd(q, k, v)), warmup=1, repeats=repeats)
-    peak_fwd = mx.get_peak_memory()
-    mx.reset_peak_memory()
-    t_bwd = time_median(lambda: mx.eval(grad(q, k, v)), warmup=1, repeats=repeats)
-    return {"forward": t_fwd, "forward_backward": t_bwd, "peak_memory_mb_forward": peak_fwd / 2**20,
-            "peak_memory_mb_forward_backward": mx.get_peak_memory() / 2**20}
+    call()
+    return max(0, mx.get_peak_memory() - before)
+
+
+def _max_diff(a, b) -> float:
+    if isinstance(a, (tuple, list)):
+        return max(_max_diff(x, y) for x, y in zip(a, b))
+    return float(mx.abs(a.astype(mx.float32) - b.astype(mx.float32)).max())
+
+
+def bench_case(name, heads, seq_len, batch, mode, warmup, repeats) -> dict:
+    shape = (batch, heads, seq_len, HEAD_DIM)
+    keys = mx.random.split(mx.random.key(seq_len * 100 + heads), 4)
+    q, k, v, cot = (mx.random.normal(shape, key=key) for key in keys)
+    mx.eval(q, k, v, cot)
+    scale = HEAD_DIM ** -0.5
+    row = {"model": name, "heads": heads, "head_dim": HEAD_DIM, "seq_len": seq_len, "batch": batch, "pass": mode}
+    outputs = {}
+    for path, fn in PATHS.items():
+        f = _forward(fn, scale) if mode == "forward" else _forward_backward(fn, scale, cot)
+
+        def call(f=f):
+            out = f(q, k, v)
+            mx.eval(out)
+            return out
+        timing = time_median(call, warmup=warmup, repeats=repeats)
+        timing["peak_memory_bytes"] = _peak_bytes(call)
+        row[path] = timing
+        outputs[path] = call()
+    row["speedup"] = row["reference"]["median_s"] / row["fused"]["median_s"]
+    row["max_abs_diff"] = _max_diff(outputs["fused"], outputs["reference"])
+    return row
+
+
+def _spread(t) -> str:
+    return f"{t['median_s'] * 1e3:9.2f} ({t['min_s'] * 1e3:.1f}-{t['max_s'] * 1e3:.1f})"
+
+
+def print_table(rows) -> None:
+    head = (f"{'model':6} {'heads':>5} {'N':>5} {'pass':8} {'fused ms (min-max)':>26} {'reference ms (min-max)':>26} "
+            f"{'ref/fused':>9} {'peak MB f/r':>13} {'max|diff|':>9}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        peak = f"{r['fused']['peak_memory_bytes'] / 2**20:.1f}/{r['reference']['peak_memory_bytes'] / 2**20:.1f}"
+        print(f"{r['model']:6} {r['heads']:5d} {r['seq_len']:5d} {r['pass']:8} {_spread(r['fused']):>26} "
+              f"{_spread(r['reference']):>26} {r['speedup']:9.2f} {peak:>13} {r['max_abs_diff']:9.1e}")
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--quick", action="store_true", help="one small shape, two repetitions (seconds)")
-    p.add_argument("--out", default=str(RESULTS / "attention.json"))
+    p = argparse.ArgumentParser(description="fused vs reference attention: time, peak memory, max difference")
+    p.add_argument("--batch", type=int, default=4, help="images per call (default 4)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per case, after warm-up (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
+    p.add_argument("--quick", action="store_true", help="a few-seconds smoke run: one small shape, 2 repetitions")
+    p.add_argument("--out", default=str(RESULTS / "attention.json"), help="JSON output path")
     args = p.parse_args(argv)
+
     info = machine()
-    print_machine(info)
-    on_cpu = mx.default_device() == mx.cpu
+    print(blas.describe())
+    print(f"device: {mx.default_device()}; MLX {mx.__version__}; {info['cpu']} x{info['cpu_count']}")
+    on_cpu = mx.default_device().type == mx.cpu
     if on_cpu:
-        print("note: on the MLX CPU backend scaled_dot_product_attention is not a fused kernel; expect equal speed")
-    models = {"ViT-T": 3} if args.quick else MODELS
-    lens = (64,) if args.quick else SEQ_LENS
-    batch = 2 if args.quick else args.batch
-    repeats = 2 if args.quick else args.repeats
+        print("note: on the MLX CPU backend mx.fast.scaled_dot_product_attention is not fused (it runs the same "
+              "matmul and softmax ops as the reference), so the two paths are expected to be equal in speed")
+    if args.quick:
+        models, seq_lens, batch, warmup, repeats = MODELS[:1], (64,), min(args.batch, 2), 1, 2
+    else:
+        models, seq_lens, batch, warmup, repeats = MODELS, SEQ_LENS, args.batch, args.warmup, args.repeats
+    print(f"batch {batch}, head dim {HEAD_DIM}, warm-up {warmup}, repetitions {repeats}, fp32\n")
+
+    bench_case("warm-up", 1, 16, 1, "fwd+bwd", 1, 1)   # first-call costs (thread pools, allocator) off the table
     rows = []
-    print(f"{'model':6} {'seq':>5} {'path':10} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MB':>9} {'max|diff|':>10}")
-    for name, heads in models.items():
-        for n in lens:
-            key = mx.random.key(n)
-            q, k, v = (mx.random.normal((batch, heads, n, 64), key=kk) for kk in mx.random.split(key, 3))
-            scale = 64 ** -0.5
-            diff = mx.abs(fused(q, k, v, scale) - reference_attention(q, k, v, scale)).max().item()
-            for path, fn in (("fused", fused), ("reference", reference_attention)):
-                r = bench(fn, q, k, v, scale, repeats)
-                row = {"model": name, "heads": heads, "seq_len": n, "batch": batch, "path": path,
-                       "max_abs_diff": diff, **r}
-                rows.append(row)
-                print(f"{name:6} {n:5d} {path:10} {r['forward']['median_s'] * 1e3:9.2f} "
-                      f"{r['forward_backward']['median_s'] * 1e3:11.2f} {r['peak_memory_mb_forward_backward']:9.1f} "
-                      f"{diff:10.2e}")
-    write_json(args.out, {"machine": info, "cpu_backend_not_fused": on_cpu, "rows": rows})
+    for name, heads in models:
+        for n in seq_lens:
+            for mode in ("forward", "fwd+bwd"):
+                rows.append(bench_case(name, heads, n, batch, mode, warmup, repeats))
+    print_table(rows)
+    write_json(args.out, {"machine": info, "blas": blas.describe(measure=False), "device": str(mx.default_device()),
+                          "mlx": mx.__version__, "fused_is_fused": not on_cpu, "quick": args.quick,
+                          "settings": {"batch": batch, "head_dim": HEAD_DIM, "warmup": warmup, "repeats": repeats,
+                                       "dtype": "float32"},
+                          "results": rows})
     return 0
 
 

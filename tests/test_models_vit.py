@@ -116,50 +116,54 @@ def test_bad_shapes_are_user_errors(kwargs, message):
 
 
 @pytest.mark.parametrize("layerscale", [False, True])
-def test_block_gradient_matches_central_differences(layerscale):
-    """mx.grad of a tiny float64 block (with RoPE) vs central differences, for the input and some weights."""
+def test_block_gradient_matches_float64_central_differences(layerscale):
+    """mx.grad of a tiny fp32 block (with RoPE) vs central differences of the float64 NumPy block.
+
+    (Not MLX float64 differences: on the MLX CPU backend several float64 ops - exp, erf, layer norm -
+    are only float32-accurate, which makes eps = 1e-6 differences meaningless.)"""
     mx.random.seed(12)
     block = Block(8, 2, use_layerscale=layerscale, layerscale_init=0.5)
     rng = np.random.default_rng(13)
-    flat = {k: mx.array(np.array(v, dtype=np.float64)) for k, v in tree_flatten(block.parameters())}
     x0 = rng.standard_normal((1, 4, 8))
-    w = mx.array(rng.standard_normal((1, 4, 8)))
-    positions = (mx.array([[0, 0, 1, 1]]), mx.array([[0, 1, 0, 1]]))
+    w = rng.standard_normal((1, 4, 8))
+    rows, cols = np.array([[0, 0, 1, 1]]), np.array([[0, 1, 0, 1]])
 
-    def loss(flat_params, x):
-        block.update(tree_unflatten(list(flat_params.items())))
-        return (block(x, positions) * w).sum()
+    def mlx_loss(params, x):
+        block.update(params)
+        return (block(x, (mx.array(rows), mx.array(cols))) * mx.array(w.astype(np.float32))).sum()
 
-    g_params, g_x = mx.grad(loss, argnums=(0, 1))(flat, mx.array(x0))
+    g_params, g_x = mx.grad(mlx_loss, argnums=(0, 1))(block.parameters(), mx.array(x0.astype(np.float32)))
+    g_params = dict(tree_flatten(to_numpy(g_params)))
+    base = to_numpy(block.parameters())
     eps = 1e-6
 
-    def central(f):
-        return (f(+eps) - f(-eps)) / (2 * eps)
+    def np_loss(flat_params, x):
+        return float((np_block(x, tree_unflatten(list(flat_params.items())), 2, (rows, cols)) * w).sum())
 
-    def shifted_input(i):
-        def f(d):
+    def central(shift):
+        return (shift(+eps) - shift(-eps)) / (2 * eps)
+
+    flat = dict(tree_flatten(base))
+    checks = []
+    for i in [(0, 0, 0), (0, 2, 5), (0, 3, 7)]:
+        def shift(d, i=i):
             x = x0.copy()
             x[i] += d
-            return loss(flat, mx.array(x)).item()
-        return f
-
-    def shifted_param(name, i):
-        def f(d):
-            p = np.array(flat[name])
-            p[i] += d
-            return loss({**flat, name: mx.array(p)}, mx.array(x0)).item()
-        return f
-
-    checks = [(shifted_input(i), np.array(g_x)[i]) for i in [(0, 0, 0), (0, 2, 5), (0, 3, 7)]]
+            return np_loss(flat, x)
+        checks.append((f"x{i}", central(shift), np.array(g_x)[i]))
     names = ["attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.bias",
              "norm1.weight", "norm2.bias"] + (["ls1.gamma", "ls2.gamma"] if layerscale else [])
     for name in names:
         i = tuple(s // 2 for s in flat[name].shape)
-        checks.append((shifted_param(name, i), np.array(g_params[name])[i]))
-    for f, analytic in checks:
-        numeric = central(f)
-        assert abs(numeric) > 1e-6                      # a real dependence, so the comparison means something
-        assert abs(numeric - analytic) < 1e-7 * max(1.0, abs(numeric))
+
+        def shift(d, name=name, i=i):
+            p = flat[name].copy()
+            p[i] += d
+            return np_loss({**flat, name: p}, x0)
+        checks.append((name, central(shift), g_params[name][i]))
+    for name, numeric, analytic in checks:
+        assert abs(numeric) > 1e-4, name                 # a real dependence, so the comparison means something
+        assert abs(numeric - analytic) < 2e-5 * max(1.0, abs(numeric)), (name, numeric, analytic)
 
 
 def test_encoder_gives_the_same_result_compiled():

@@ -14,6 +14,7 @@ import mlx.nn as nn
 
 from hjepa_mlx.losses.total import LossSettings, total_loss
 from hjepa_mlx.models.hierarchy import hierarchy_levels, target_features
+from hjepa_mlx.models.precision import cast_floating
 
 
 class HJEPAModel(nn.Module):
@@ -36,10 +37,7 @@ class HJEPAModel(nn.Module):
         self._dtype = compute_dtype
 
     def _cast(self, tree):
-        if self._dtype == mx.float32:
-            return tree
-        from mlx.utils import tree_map
-        return tree_map(lambda p: p.astype(self._dtype) if mx.issubdtype(p.dtype, mx.floating) else p, tree)
+        return cast_floating(tree, self._dtype)
 
     def encode_target(self, target_params, images):
         """Frozen target encoder tokens (B, N, D), layer-normed without affine parameters, fp32."""
