@@ -1,10 +1,22 @@
-"""The configured loss: jepa_weight * prediction + vicreg_weight * VICReg + contrastive_weight * NT-Xent.
+"""The configured loss:
 
-VICReg acts on the pooled context-encoder features: its invariance term between the two augmented
-views of the same images (C-JEPA), variance and covariance on both; with one view (sim_coeff 0) the
-single-view variance + covariance. NT-Xent pairs the two views' pooled features: context vs context when
-`on_context`, else each view's context features against the other view's (stop-gradient) target-encoder
-features, so the term still trains the context encoder.
+    total = jepa_weight * prediction + vicreg_weight * VICReg + contrastive_weight * NT-Xent
+
+* prediction: `prediction_loss` over the hierarchy levels (see losses/jepa.py; hierarchy weights are
+  multipliers, not normalised).
+* VICReg (when `vicreg`) acts on the pooled context-encoder features. With a second view present,
+  the two-view form on (context_pooled_1, context_pooled_2): invariance between the two augmented views
+  of the same images (C-JEPA), variance and covariance on both. With one view (only allowed when
+  sim_coeff is 0) the single-view variance + covariance of context_pooled_1.
+* NT-Xent (when `contrastive`) needs two views. `on_context`: the pair (context_pooled_1,
+  context_pooled_2). Otherwise each view's context features against the *other* view's target-encoder
+  features, averaged over the two directions: (NT-Xent(ctx_1, sg(tgt_2)) + NT-Xent(ctx_2, sg(tgt_1))) / 2.
+  Decision: the target features carry no gradient, so pairing target with target would train nothing;
+  pairing online context features with the momentum target features (as MoCo/BYOL do) keeps the term
+  training the context encoder while using the target encoder as the stable side.
+
+Metrics: loss_total, loss_prediction, loss_level{l}, and the terms' own metrics (vicreg_*,
+contrastive_loss, contrastive_accuracy).
 """
 
 from __future__ import annotations
@@ -14,12 +26,18 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from hjepa_mlx.losses.contrastive import nt_xent
-from hjepa_mlx.losses.jepa import prediction_loss
+from hjepa_mlx.losses.jepa import KINDS, prediction_loss
 from hjepa_mlx.losses.vicreg import vicreg_loss, vicreg_loss_single
 
 
 @dataclass(frozen=True)
 class LossSettings:
+    """prediction_kind: 'smoothl1' | 'mse' | 'huber'; hierarchy_weights: per-level multipliers;
+    huber_delta: Huber threshold; jepa_weight: multiplier of the prediction loss.
+    vicreg: on/off; vicreg_weight: its multiplier; sim/std/cov_coeff: lambda, mu, nu.
+    contrastive: on/off; contrastive_weight: its multiplier; temperature: NT-Xent T; use_cosine: L2-normalise
+    before the dot product; on_context: pair the two views' context features (else context vs target)."""
+
     prediction_kind: str = "smoothl1"
     hierarchy_weights: tuple = (1.0,)
     huber_delta: float = 1.0
@@ -35,33 +53,53 @@ class LossSettings:
     use_cosine: bool = True
     on_context: bool = False
 
+    def __post_init__(self):
+        if self.prediction_kind not in KINDS:
+            raise ValueError(f"LossSettings.prediction_kind {self.prediction_kind!r} is not one of {KINDS}")
+        if self.contrastive and self.temperature <= 0:
+            raise ValueError(f"LossSettings.temperature must be > 0, got {self.temperature}")
+
     @property
     def needs_two_views(self) -> bool:
+        """True when a term compares two augmented views: VICReg invariance (sim_coeff > 0) or NT-Xent."""
         return (self.vicreg and self.sim_coeff > 0) or self.contrastive
 
 
+def _view(features: dict, name: str, why: str) -> mx.array:
+    if name not in features:
+        raise ValueError(f"total_loss: {why} needs features[{name!r}] (the model must supply the second view)")
+    return features[name]
+
+
 def total_loss(s: LossSettings, levels, features: dict):
+    """s: the settings; levels: per-level (pred, target, weight) as `prediction_loss` takes them;
+    features: {'context_pooled_1', 'target_pooled_1'} (B, D) and, with two views, '..._2'.
+    Returns (total, metrics)."""
     pred, metrics = prediction_loss(levels, s.prediction_kind, s.hierarchy_weights, s.huber_delta)
     total = s.jepa_weight * pred
     metrics = {**metrics, "loss_prediction": pred}
     if s.vicreg:
-        if s.needs_two_views and "context_pooled_2" in features:
+        if "context_pooled_2" in features:
             v, vm = vicreg_loss(features["context_pooled_1"], features["context_pooled_2"],
                                 s.sim_coeff, s.std_coeff, s.cov_coeff)
-        else:
+        elif s.sim_coeff == 0:
             v, vm = vicreg_loss_single(features["context_pooled_1"], s.std_coeff, s.cov_coeff)
+        else:
+            _view(features, "context_pooled_2", f"VICReg invariance (sim_coeff {s.sim_coeff})")
         total = total + s.vicreg_weight * v
         metrics.update(vm)
     if s.contrastive:
+        ctx1 = features["context_pooled_1"]
+        ctx2 = _view(features, "context_pooled_2", "NT-Xent")
         if s.on_context:
-            c, cm = nt_xent(features["context_pooled_1"], features["context_pooled_2"], s.temperature, s.use_cosine)
+            c, cm = nt_xent(ctx1, ctx2, s.temperature, s.use_cosine)
         else:
-            c1, cm = nt_xent(features["context_pooled_1"], mx.stop_gradient(features["target_pooled_2"]),
-                             s.temperature, s.use_cosine)
-            c2, cm2 = nt_xent(features["context_pooled_2"], mx.stop_gradient(features["target_pooled_1"]),
-                              s.temperature, s.use_cosine)
+            tgt1 = mx.stop_gradient(features["target_pooled_1"])
+            tgt2 = mx.stop_gradient(_view(features, "target_pooled_2", "NT-Xent on target features"))
+            c1, cm1 = nt_xent(ctx1, tgt2, s.temperature, s.use_cosine)
+            c2, cm2 = nt_xent(ctx2, tgt1, s.temperature, s.use_cosine)
             c = (c1 + c2) / 2
-            cm = {k: (cm[k] + cm2[k]) / 2 for k in cm}
+            cm = {key: (cm1[key] + cm2[key]) / 2 for key in cm1}
         total = total + s.contrastive_weight * c
         metrics.update(cm)
     metrics["loss_total"] = total
