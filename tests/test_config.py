@@ -161,6 +161,7 @@ BROKEN = {
     # features we refuse, with the reason
     "pin_memory": (_with("data.pin_memory", True), "unified memory"),
     "wandb": (_with("logging.use_wandb", True), "not supported"),
+    "predictor dropout": (_with("model.predictor.dropout", 0.1), "not implemented"),
     "mixup": (_merge(_with("data.transforms.strategy", "deit3"),
                      {"data": {"transforms": {"deit3": {"mixup_alpha": 0.8}}}}), "supervised-only"),
 }

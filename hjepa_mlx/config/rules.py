@@ -20,6 +20,8 @@ REFUSED: list[tuple[str, Callable[[object], bool], str]] = [
      "has no meaning in MLX: CPU and GPU share unified memory, there is nothing to pin; remove it or set false"),
     ("logging.use_wandb", lambda v: v is True,
      "is not supported (no Weights & Biases integration); metrics go to TensorBoard and metrics.jsonl"),
+    ("model.predictor.dropout", lambda v: v > 0,
+     "is not implemented: dropout inside the compiled step needs an explicit PRNG key per step; set 0.0"),
     ("data.transforms.deit3.mixup_alpha", lambda v: v > 0,
      "mixup mixes labels, a supervised-only idea with no meaning for self-supervised H-JEPA; set 0"),
     ("data.transforms.deit3.cutmix_alpha", lambda v: v > 0,

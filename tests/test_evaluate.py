@@ -1,0 +1,62 @@
+"""scripts/evaluate.py on a checkpoint from a short quick-start run: rebuilt from its own config,
+trained and random-init rows, JSON beside the run; bad inputs are one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hjepa_mlx.cli.evaluate import main as evaluate_main
+from hjepa_mlx.cli.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.image_size=32", "model.encoder_type=vit_tiny_patch8_32", "model.predictor.embed_dim=48",
+        "model.predictor.depth=1", "model.predictor.num_heads=3", "data.batch_size=8",
+        "data.synthetic.num_train=32", "data.synthetic.num_val=16", "data.num_workers=0",
+        "masking.num_masks=2", "masking.min_keep=2", "masking.mask_scale=[0.1, 0.15]",
+        "evaluation.knn.enabled=false", "evaluation.val_batches=1", "training.epochs=1",
+        "training.warmup_epochs=0", "model.mlp_activation=relu"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    args = [str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(out)]
+    for item in TINY:
+        args += ["--set", item]
+    assert train_main(args) == 0
+    return out
+
+
+def test_evaluate_reports_trained_and_random_init(run_dir, capsys):
+    assert evaluate_main([str(run_dir), "--protocol", "knn,linear,quality", "--max-train", "32",
+                          "--max-test", "16", "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "trained" in out and "random-init" in out
+    payload = json.loads((run_dir / "eval.json").read_text())
+    rows = payload["datasets"]["synthetic"]
+    assert set(rows) == {"trained", "random-init"}
+    for row in rows.values():
+        assert 0.0 <= row["knn_top1_k1"] <= 1.0 and 0.0 <= row["linear_top1"] <= 1.0 and row["rankme"] > 0
+
+
+def test_evaluate_level_1_and_checkpoint_path(run_dir):
+    ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    assert evaluate_main([str(ckpt), "--protocol", "knn", "--level", "1", "--max-train", "16", "--max-test", "8",
+                          "--batch-size", "8", "--out", str(run_dir / "l1.json")]) == 0
+    assert json.loads((run_dir / "l1.json").read_text())["level"] == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["{missing}"], "does not exist"),
+    (["{run}", "--protocol", "knn,foo"], "'foo' is not one of"),
+    (["{run}", "--level", "5"], "--level 5"),
+    (["{empty}"], "no checkpoint in"),
+])
+def test_evaluate_user_errors(run_dir, tmp_path, capsys, args, message):
+    fill = {"missing": str(tmp_path / "nope"), "run": str(run_dir), "empty": str(tmp_path)}
+    assert evaluate_main([a.format(**fill) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
