@@ -1,0 +1,38 @@
+"""The data and throughput benchmarks run (tiny settings) and write their JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.image_size=32", "model.encoder_type=vit_tiny_patch8_32", "model.predictor.embed_dim=48",
+        "model.predictor.depth=1", "model.predictor.num_heads=3", "data.batch_size=4",
+        "masking.num_masks=2", "masking.min_keep=2", "masking.mask_scale=[0.1, 0.15]", "model.mlp_activation=relu"]
+
+
+def run(script, *args, tmp_path):
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "machine:" in proc.stdout and "BLAS:" in proc.stdout
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_data_benchmark(tmp_path):
+    sets = [a for s in TINY for a in ("--set", s)]
+    stdout, payload = run("data.py", str(ROOT / "configs/quickstart.yaml"), *sets, "--workers", "0",
+                          "--batches", "2", tmp_path=tmp_path)
+    assert payload["rows"][0]["images_per_s_median"] > 0
+
+
+def test_throughput_benchmark(tmp_path):
+    sets = [a for s in TINY for a in ("--set", s)]
+    stdout, payload = run("throughput.py", str(ROOT / "configs/quickstart.yaml"), *sets, "--repeats", "1",
+                          "--warmup", "1", tmp_path=tmp_path)
+    rows = payload["results"]
+    assert set(rows) == {"no_recompute", "recompute"}
+    assert all(r["images_per_s"] > 0 and r["traces"] == 1 for r in rows.values())
