@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tiny import TINY_MODEL
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.image_size=32", "model.encoder_type=vit_tiny_patch8_32", "model.predictor.embed_dim=48",
-        "model.predictor.depth=1", "model.predictor.num_heads=3", "data.batch_size=4",
-        "masking.num_masks=2", "masking.min_keep=2", "masking.mask_scale=[0.1, 0.15]", "model.mlp_activation=relu"]
+TINY = TINY_MODEL + ["data.batch_size=4"]
 
 
 def run(script, *args, tmp_path):

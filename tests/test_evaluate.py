@@ -10,14 +10,11 @@ import pytest
 
 from hjepa_mlx.cli.evaluate import main as evaluate_main
 from hjepa_mlx.cli.train import main as train_main
+from tiny import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.image_size=32", "model.encoder_type=vit_tiny_patch8_32", "model.predictor.embed_dim=48",
-        "model.predictor.depth=1", "model.predictor.num_heads=3", "data.batch_size=8",
-        "data.synthetic.num_train=32", "data.synthetic.num_val=16", "data.num_workers=0",
-        "masking.num_masks=2", "masking.min_keep=2", "masking.mask_scale=[0.1, 0.15]",
-        "evaluation.knn.enabled=false", "evaluation.val_batches=1", "training.epochs=1",
-        "training.warmup_epochs=0", "model.mlp_activation=relu"]
+TINY = TINY_RUN + ["data.batch_size=8", "data.synthetic.num_train=32", "data.synthetic.num_val=16",
+                   "training.epochs=1", "training.warmup_epochs=0"]
 
 
 @pytest.fixture(scope="module")

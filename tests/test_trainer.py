@@ -21,17 +21,12 @@ from hjepa_mlx.plan import make_plan
 from hjepa_mlx.state import init_state
 from hjepa_mlx.step import make_train_step
 from hjepa_mlx.train import device_batch
+from tiny import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A tiny run: 32 px images, patch 8 -> 4x4 grid, 2 levels, 2 encoder blocks via --set is impossible
-# (depth comes from the timm name), so the smallest timm encoder at a tiny image size.
-TINY = ["data.image_size=32", "model.encoder_type=vit_tiny_patch8_32", "model.predictor.embed_dim=48",
-        "model.predictor.depth=1", "model.predictor.num_heads=3", "data.batch_size=4",
-        "data.synthetic.num_train=24", "data.synthetic.num_val=8", "data.num_workers=0",
-        "masking.num_masks=2", "masking.min_keep=2", "masking.mask_scale=[0.1, 0.15]",
-        "logging.log_frequency=1", "evaluation.knn.enabled=false", "evaluation.val_batches=1",
-        "training.epochs=2", "training.warmup_epochs=1", "model.mlp_activation=relu"]
+TINY = TINY_RUN + ["data.batch_size=4", "data.synthetic.num_train=24", "data.synthetic.num_val=8",
+                   "logging.log_frequency=1", "training.epochs=2", "training.warmup_epochs=1"]
 
 
 def tiny_config(tmp_path, extra=(), *, prediction_only=False):
