@@ -239,3 +239,18 @@ def test_registry_names():
     assert build_dataset("synthetic", "", "train", num_images=4, num_classes=2, image_size=8).name == "synthetic"
     with pytest.raises(UserError):
         build_dataset("cifar10", "/nonexistent", "train")
+
+
+def test_multicrop_gives_global_and_local_crops():
+    from hjepa_mlx.data.transforms import make_multicrop_transform
+    from hjepa_mlx.masks import plan_masks, sample_masks
+
+    img = RNG.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    crops = make_multicrop_transform(TransformSpec(crop_scale=(0.4, 1.0)), 32, 16, num_local=3)(
+        img, np.random.default_rng(0))
+    assert [c.shape for c in crops] == [(32, 32, 3)] * 2 + [(16, 16, 3)] * 3
+    assert not np.array_equal(crops[0], crops[1])
+    # each crop size has its own mask plan (local crops: a 4x4 grid at patch 4)
+    local = plan_masks(4, 4, num_masks=1, mask_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5), num_context_masks=1,
+                       context_scale=(0.85, 1.0), min_keep=2, num_levels=1)
+    assert sample_masks(local, 2, 0, 0).target_idx.max() < 16

@@ -11,7 +11,7 @@ Output float32 HWC, normalised with the ImageNet mean/std.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
@@ -152,3 +152,16 @@ def to_rgb(pil: Image.Image) -> Image.Image:
     if pil.mode in ("I;16", "I"):
         pil = ImageOps.autocontrast(pil.convert("I").point(lambda v: v / 256)).convert("L")
     return pil.convert("RGB")
+
+
+def make_multicrop_transform(spec: TransformSpec, global_size: int, local_size: int, num_local: int,
+                             local_scale=(0.05, 0.3), num_global: int = 2):
+    """Multi-crop (global + local crops, DINO/SwAV style): `num_global` crops at `global_size` with the
+    spec's crop scale and `num_local` crops at `local_size` with `local_scale`; same augmentations."""
+    global_tf = make_train_transform(spec, global_size)
+    local_tf = make_train_transform(replace(spec, crop_scale=tuple(local_scale)), local_size)
+
+    def transform(img: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        return [global_tf(img, rng) for _ in range(num_global)] + [local_tf(img, rng) for _ in range(num_local)]
+
+    return transform
