@@ -1,138 +1,335 @@
-"""Checkpoints are the whole state: safetensors (arrays) + JSON (config, step, epoch, data position, seeds,
-best metric), each written to a temp file and renamed; a `latest` pointer; keep_last_k; a `best` pointer.
+"""Checkpoints are the whole train state plus what resuming needs (config, step, epoch, data position,
+seeds, best metric).
 
-Loading puts the arrays back into the template state's structure and key order (a different order
-would retrace the compiled step) and checks every key, shape and dtype. A missing, truncated or
-corrupt file is a `UserError` naming it; a failed save leaves the previous checkpoints and pointers intact.
+On disk, in one directory (a run's `checkpoints/`):
+  step_00001200.safetensors   every array of the state, flattened with `mlx.utils.tree_flatten` keys
+                              (`params.encoder.blocks.0.attn.qkv.weight`); the JSON metadata is also
+                              embedded in the safetensors header, so the file stands alone
+  step_00001200.json          the metadata, readable by people and by `scripts/evaluate.py`
+  latest                      text: the file name of the newest complete checkpoint
+  best                        text: the file name of the checkpoint with the best metric (if any)
+
+Writes are atomic: each file goes to a hidden temp file in the same directory, is flushed to disk, then
+renamed over its final name (`os.replace`); the pointer is written last. A save that fails at any
+point (full disk, a crash, a non-serialisable metadata value) leaves the previous checkpoints and both
+pointers as they were. Pruning keeps the newest `keep_last_k` step checkpoints plus `latest` and `best`.
+
+Loading rebuilds the template state's exact structure and key order (a different order would make the
+compiled train step retrace), checks every key, shape and dtype, and turns a missing, truncated or
+corrupt file, or a state from another model, into a `UserError` naming the file and what to do.
+Python numbers in the state (ints, floats, bools) are stored as 0-d arrays and come back as Python
+numbers of the template's type; float64 (arrays or Python floats) is stored as its raw bits in uint64
+(MLX's safetensors writer has no float64); `None` leaves are skipped.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import mlx.core as mx
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten
 
 from hjepa_mlx.errors import UserError
 
+FORMAT_VERSION = 1
+LATEST, BEST = "latest", "best"
+SUFFIX = ".safetensors"
+EMBEDDED_KEY = "hjepa_metadata"          # the metadata JSON's key inside the safetensors header
+_STEP_NAME = re.compile(r"^step_(\d+)\.safetensors$")
+
+
+def checkpoint_name(step: int) -> str:
+    """The default base name of the checkpoint written after `step` optimizer steps."""
+    return f"step_{int(step):08d}"
+
+
+# ------------------------------------------------------------------ atomic files
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (POSIX); harmless where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """write(f) into a hidden temp file beside `path`, flush it to disk, rename it over `path`.
+    On any failure the temp file is removed and `path` is untouched."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def _atomic_save_arrays(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.safetensors")
-    mx.save_safetensors(str(tmp), arrays)
-    os.replace(tmp, path)
+# ------------------------------------------------------------------ state <-> flat arrays
+
+def _to_array(key: str, leaf) -> mx.array:
+    """The array stored for one leaf. float64 (arrays, and Python floats) is stored as its raw 64 bits
+    in a uint64 array, because MLX's safetensors writer has no float64; `_from_saved` reverses it."""
+    if isinstance(leaf, bool):   # before int: bool is an int subclass
+        return mx.array(leaf, dtype=mx.bool_)
+    if isinstance(leaf, int):
+        return mx.array(leaf, dtype=mx.int64)
+    if isinstance(leaf, float):
+        leaf = mx.array(leaf, dtype=mx.float64)
+    if not isinstance(leaf, mx.array):
+        raise TypeError(f"state leaf '{key}' is a {type(leaf).__name__}; a checkpoint holds mx arrays and "
+                        f"Python numbers only (put other values in the metadata)")
+    return leaf.view(mx.uint64) if leaf.dtype == mx.float64 else leaf
 
 
-def load_state(path: Path, template: dict) -> dict:
-    """Arrays of the checkpoint at `path` in the template's structure and order."""
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        arrays = mx.load(str(path))
-    except Exception as exc:  # mlx raises RuntimeError/ValueError for truncated or foreign files
-        raise UserError(f"checkpoint {path} is unreadable ({exc}); it may be truncated or corrupt - "
-                        f"resume from another checkpoint in the same directory") from None
-    flat = tree_flatten(template)
-    missing = [k for k, _ in flat if k not in arrays]
+def flatten_state(state) -> dict[str, mx.array]:
+    """{dotted key: array} for every leaf of `state` that is not None, in `tree_flatten` order."""
+    return {key: _to_array(key, leaf) for key, leaf in tree_flatten(state) if leaf is not None}
+
+
+def _describe(a) -> str:
+    return f"{tuple(a.shape)} {str(a.dtype).replace('mlx.core.', '')}"
+
+
+def _from_saved(source: Path, key: str, saved: mx.array, ref):
+    """The leaf for template leaf `ref` from its stored array, after checking shape and dtype."""
+    if isinstance(ref, mx.array):
+        stored = mx.uint64 if ref.dtype == mx.float64 else ref.dtype
+        ok = saved.shape == ref.shape and saved.dtype == stored
+        expected = _describe(ref)
+    else:
+        stored = {bool: mx.bool_, int: mx.int64, float: mx.uint64}[type(ref)]
+        ok = saved.ndim == 0 and saved.dtype == stored
+        expected = f"a Python {type(ref).__name__}"
+    if not ok:
+        raise UserError(f"checkpoint {source}: '{key}' has shape {_describe(saved)} there, the model expects "
+                        f"{expected}; it was written by a different model or config - resume with the "
+                        f"config saved beside it ({source.with_suffix('.json').name}) or start a new run "
+                        f"in another --output-dir")
+    if isinstance(ref, float) or (isinstance(ref, mx.array) and ref.dtype == mx.float64):
+        saved = saved.view(mx.float64)
+    return saved if isinstance(ref, mx.array) else type(ref)(saved.item())
+
+
+def restore_state(arrays: dict[str, mx.array], template, source: Path):
+    """The saved `arrays` in the structure and key order of `template`, after checking that both hold
+    exactly the same keys with the same shapes and dtypes. `source` names the file in messages."""
+    flat = [(key, leaf) for key, leaf in tree_flatten(template) if leaf is not None]
+    missing = [key for key, _ in flat if key not in arrays]
     if missing:
-        raise UserError(f"checkpoint {path} lacks '{missing[0]}' ({len(missing)} keys missing); it was written "
-                        f"by a different model or config")
-    extra = sorted(set(arrays) - {k for k, _ in flat})
+        raise UserError(f"checkpoint {source} lacks '{missing[0]}' ({len(missing)} of the model's {len(flat)} "
+                        f"arrays missing); it was written by a different model or config - resume with the "
+                        f"config it was trained with, or start a new run in another --output-dir")
+    extra = sorted(set(arrays) - {key for key, _ in flat})
     if extra:
-        raise UserError(f"checkpoint {path} has '{extra[0]}', which this model does not; it was written by a "
-                        f"different model or config")
-    out = []
-    for key, ref in flat:
-        value = arrays[key]
-        if value.shape != ref.shape or value.dtype != ref.dtype:
-            raise UserError(f"checkpoint {path}: '{key}' has shape {value.shape} {value.dtype}, the model expects "
-                            f"{ref.shape} {ref.dtype}; it was written by a different model or config")
-        out.append((key, value))
-    return tree_unflatten(out)
+        raise UserError(f"checkpoint {source} has '{extra[0]}' ({len(extra)} arrays this model does not have); "
+                        f"it was written by a different model or config - resume with the config it was "
+                        f"trained with, or start a new run in another --output-dir")
+    values = {key: _from_saved(source, key, arrays[key], leaf) for key, leaf in flat}
 
+    def rebuild(node, prefix: str):
+        # Mirrors tree_flatten's key scheme, but follows the template instead of guessing lists from
+        # integer-like keys as tree_unflatten does.
+        join = (lambda k: f"{prefix}.{k}") if prefix else str
+        if isinstance(node, dict):
+            return {k: rebuild(v, join(k)) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return type(node)(rebuild(v, join(i)) for i, v in enumerate(node))
+        if node is None:
+            return None
+        return values[prefix]
+
+    return rebuild(template, "")
+
+
+# ------------------------------------------------------------------ save / load one checkpoint
+
+def save_checkpoint(directory: str | Path, state, metadata: dict, *, name: str) -> Path:
+    """Write `<name>.safetensors` and `<name>.json` in `directory` atomically, then point `latest` at it.
+
+    state: the train state tree (mx arrays, Python numbers, None). metadata: JSON-serialisable dict.
+    name: base file name without suffix (see `checkpoint_name`). Returns the .safetensors path.
+    Everything that can fail on bad input (serialising the metadata, unsupported leaves) fails before
+    the first byte is written. Pruning and the `best` pointer are `CheckpointManager`'s job.
+    """
+    directory = Path(directory)
+    if Path(name).name != name or name in (LATEST, BEST) or not name:
+        raise ValueError(f"checkpoint name {name!r} must be a plain file name other than {LATEST!r}/{BEST!r}")
+    meta_text = json.dumps({**metadata, "format_version": FORMAT_VERSION}, indent=1, allow_nan=True)
+    arrays = flatten_state(state)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob(".*.tmp"):   # temp files left by a save that was killed
+        stale.unlink(missing_ok=True)
+    path = directory / f"{name}{SUFFIX}"
+    _atomic_write(path, lambda f: mx.save_safetensors(f, arrays, metadata={EMBEDDED_KEY: meta_text}))
+    _atomic_write_text(path.with_suffix(".json"), meta_text)
+    _atomic_write_text(directory / LATEST, path.name + "\n")
+    return path
+
+
+def load_state(path: str | Path, template):
+    """The arrays of the checkpoint at `path`, in the template's structure (see `load_checkpoint`)."""
+    return load_checkpoint(path, template)[0]
+
+
+def load_checkpoint(path: str | Path, template) -> tuple[object, dict]:
+    """(state in the template's structure and key order, metadata dict) of the checkpoint file `path`.
+    UserError for a missing, truncated or corrupt file, or one whose keys/shapes/dtypes differ."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}; pass an existing .safetensors file or a run "
+                        f"directory (its checkpoints/latest is used)")
+    try:
+        arrays, embedded = mx.load(str(path), format="safetensors", return_metadata=True)
+        mx.eval(arrays)   # read everything now, so a truncated file fails here and not in the train step
+    except Exception as exc:  # mlx raises RuntimeError/ValueError for truncated or foreign files
+        raise UserError(f"checkpoint {path} is unreadable ({exc}); it may be truncated or corrupt - resume "
+                        f"from another checkpoint in {path.parent} by passing its path") from None
+    state = restore_state(arrays, template, path)
+    return state, _read_metadata(path, embedded)
+
+
+def _read_metadata(path: Path, embedded: dict) -> dict:
+    meta_path = path.with_suffix(".json")
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        if EMBEDDED_KEY in embedded:
+            print(f"checkpoint: {meta_path.name} is missing or corrupt ({exc}); using the copy of the "
+                  f"metadata stored inside {path.name}")
+            return json.loads(embedded[EMBEDDED_KEY])
+        raise UserError(f"checkpoint metadata {meta_path} is missing or corrupt ({exc}) and {path.name} holds "
+                        f"no copy; resume from another checkpoint in {path.parent}") from None
+
+
+# ------------------------------------------------------------------ a directory of checkpoints
 
 class CheckpointManager:
-    def __init__(self, directory: str | Path, *, keep_last_k: int = 3, metric: str = "val_loss", mode: str = "min"):
+    """Saves, prunes and finds the checkpoints of one run directory.
+
+    directory: where the files go (created on the first save). keep_last_k: how many of the newest
+    `step_*` checkpoints to keep (the `best` one is kept in addition). metric: the name recorded with
+    `metric_value` (e.g. 'val_loss'). mode: 'min' or 'max', which direction of `metric` is better.
+    """
+
+    def __init__(self, directory: str | Path, *, keep_last_k: int = 3, metric: str = "val_loss",
+                 mode: str = "min"):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if keep_last_k < 1:
+            raise ValueError(f"keep_last_k must be >= 1, got {keep_last_k}")
         self.dir = Path(directory)
         self.keep_last_k = keep_last_k
         self.metric, self.mode = metric, mode
 
     # pointers ---------------------------------------------------------
-    def _pointer(self, name: str) -> str | None:
+    def _pointer(self, name: str) -> Path | None:
         p = self.dir / name
-        return p.read_text().strip() if p.is_file() else None
+        if not p.is_file():
+            return None
+        target = p.read_text().strip()
+        return self.dir / Path(target).name if target else None
 
     def latest(self) -> Path | None:
-        name = self._pointer("latest")
-        return self.dir / name if name else None
+        """The checkpoint `latest` names, or None before the first save."""
+        return self._pointer(LATEST)
 
     def best(self) -> Path | None:
-        name = self._pointer("best")
-        return self.dir / name if name else None
+        """The checkpoint `best` names, or None when no save carried a metric value."""
+        return self._pointer(BEST)
 
-    def _best_value(self):
+    def best_value(self) -> float | None:
+        """The metric value recorded with the best checkpoint (None if none or unreadable)."""
         best = self.best()
         if best is None:
             return None
-        meta = best.with_suffix(".json")
         try:
-            return json.loads(meta.read_text()).get("metric_value")
+            return json.loads(best.with_suffix(".json").read_text()).get("metric_value")
         except (OSError, json.JSONDecodeError):
             return None
 
+    def step_checkpoints(self) -> list[Path]:
+        """The `step_<n>.safetensors` files here, oldest step first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := _STEP_NAME.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def improves(self, value: float | None) -> bool:
+        """Whether `value` beats the best recorded value under `mode` (a non-finite value never does)."""
+        if value is None or not math.isfinite(value):
+            return False
+        best = self.best_value()
+        return best is None or (value < best if self.mode == "min" else value > best)
+
     # save / load ------------------------------------------------------
-    def save(self, state: dict, metadata: dict, *, epoch: int, metric_value: float | None = None) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        step = int(metadata.get("step", 0))
-        name = f"step_{step:08d}"
-        arrays = dict(tree_flatten(state))
-        _atomic_save_arrays(self.dir / f"{name}.safetensors", arrays)
+    def save(self, state, metadata: dict, *, epoch: int, metric_value: float | None = None,
+             name: str | None = None) -> Path:
+        """Save `state` with `metadata` (+ epoch, metric, metric_value), move `latest` to it, move `best`
+        to it when `metric_value` improves on the best so far, then prune. name: defaults to
+        `checkpoint_name(metadata['step'])`. Returns the .safetensors path."""
+        name = name or checkpoint_name(metadata.get("step", 0))
         meta = {**metadata, "epoch": epoch, "metric": self.metric, "metric_value": metric_value}
-        _atomic_write_text(self.dir / f"{name}.json", json.dumps(meta, indent=1))
-        _atomic_write_text(self.dir / "latest", f"{name}.safetensors")
-        if metric_value is not None:
-            best = self._best_value()
-            better = best is None or (metric_value < best if self.mode == "min" else metric_value > best)
-            if better:
-                _atomic_write_text(self.dir / "best", f"{name}.safetensors")
-        self._prune(keep=name)
-        return self.dir / f"{name}.safetensors"
+        better = self.improves(metric_value)
+        path = save_checkpoint(self.dir, state, meta, name=name)
+        if better:
+            _atomic_write_text(self.dir / BEST, path.name + "\n")
+        self._prune(keep=path)
+        return path
 
-    def _prune(self, keep: str) -> None:
-        files = sorted(self.dir.glob("step_*.safetensors"))
-        protected = {keep + ".safetensors"}
-        best = self._pointer("best")
-        if best:
-            protected.add(best)
-        surplus = [f for f in files if f.name not in protected][:max(0, len(files) - self.keep_last_k)]
-        for f in surplus:
-            f.unlink(missing_ok=True)
-            f.with_suffix(".json").unlink(missing_ok=True)
+    def _prune(self, keep: Path) -> None:
+        files = self.step_checkpoints()
+        protected = {keep, self.latest(), self.best(), *files[-self.keep_last_k:]}
+        for f in files:
+            if f not in protected:
+                f.with_suffix(".json").unlink(missing_ok=True)
+                f.unlink(missing_ok=True)
 
-    def load(self, where: str | Path, template: dict):
-        """where: 'auto' (latest here, or None when there is none) or a checkpoint path. -> (state, metadata)."""
+    def load(self, where: str | Path, template):
+        """where: 'auto' (the latest checkpoint here, or None when there is none yet), a checkpoint
+        file, or a run / checkpoints directory (its latest). -> (state, metadata)."""
         if str(where) == "auto":
-            path = self.latest()
+            path = self._latest_or_newest()
             if path is None:
                 return None
+        elif Path(where).is_dir():
+            root = Path(where)
+            path = CheckpointManager(root / "checkpoints" if (root / "checkpoints").is_dir() else root)._latest_or_newest()
+            if path is None:
+                raise UserError(f"no checkpoint in {where} (no '{LATEST}' pointer and no step_*.safetensors); "
+                                f"pass a checkpoint file or a run directory that holds one")
         else:
             path = Path(where)
-            if path.is_dir():
-                manager = CheckpointManager(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
-                path = manager.latest()
-                if path is None:
-                    raise UserError(f"no checkpoint in {where} (no 'latest' pointer)")
-        state = load_state(path, template)
-        meta_path = path.with_suffix(".json")
-        try:
-            metadata = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"checkpoint metadata {meta_path} is missing or corrupt ({exc})") from None
-        return state, metadata
+        return load_checkpoint(path, template)
+
+    def _latest_or_newest(self) -> Path | None:
+        latest = self.latest()
+        if latest is not None:
+            if not latest.is_file():
+                raise UserError(f"{self.dir / LATEST} names {latest.name}, which does not exist; pass the path "
+                                f"of another checkpoint in {self.dir} to --resume")
+            return latest
+        complete = [p for p in self.step_checkpoints() if p.with_suffix(".json").is_file()]
+        if complete:
+            print(f"checkpoint: {self.dir} has no '{LATEST}' pointer; using the newest complete "
+                  f"checkpoint, {complete[-1].name}")
+            return complete[-1]
+        return None

@@ -1,71 +1,107 @@
-"""AdamW as pure functions on parameter trees, with a weight-decay mask, global-norm clipping and the
-finite check the train step uses to skip a bad update without retracing.
+"""AdamW as pure functions on parameter trees, with a weight-decay mask, global-norm clipping, and the
+finite check + tree select the train step uses to skip a bad update inside the graph (no retrace).
 
-Decay mask: no decay for biases, norm weights, LayerScale gammas, the predictor's mask token, and any
-parameter with ndim <= 1 (I-JEPA's rule); weight matrices and conv kernels decay.
+Trees are nested dicts / lists of mx arrays (what `nn.Module.trainable_parameters()` returns). The
+optimizer state is itself a tree, `{"m": tree, "v": tree, "count": int32 scalar}`, so it is saved in
+checkpoints and selected with `select_tree` like everything else in the train state.
+
+Decay mask (what gets weight decay): weight matrices and conv kernels. No decay for biases, any
+parameter with ndim <= 1 (norm weights, LayerScale gammas: I-JEPA's rule), anything under a norm
+layer, and, whatever their shape, the predictor's mask token, LayerScale `gamma`s and learned
+position embeddings / class tokens: pulling a token or a per-channel scale towards zero is not
+regularisation, it changes what the model computes.
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
-from mlx.utils import tree_flatten, tree_map, tree_map_with_path, tree_unflatten
+from mlx.utils import tree_flatten, tree_map, tree_map_with_path
 
 EPS = 1e-8
+NO_DECAY_NAMES = ("bias", "gamma", "mask_token", "pos_embed", "cls_token")
 
 
 def adamw_init(params) -> dict:
+    """Zero first and second moments shaped like `params` (same dtypes) and a step count of 0."""
     return {"m": tree_map(mx.zeros_like, params), "v": tree_map(mx.zeros_like, params),
             "count": mx.array(0, dtype=mx.int32)}
 
 
+def decays(path: str, param: mx.array) -> bool:
+    """Whether the parameter at `path` (dotted, as `tree_flatten` names it) gets weight decay."""
+    parts = path.split(".")
+    return (param.ndim > 1 and parts[-1] not in NO_DECAY_NAMES
+            and not any("norm" in part for part in parts[:-1]))
+
+
 def decay_mask(params):
-    def rule(path, p):
-        name = path.rsplit(".", 1)[-1]
-        return p.ndim > 1 and name not in ("bias", "gamma", "mask_token") and "norm" not in path
-    return tree_map_with_path(rule, params)
+    """A tree of Python bools shaped like `params` (static, so it costs nothing in the compiled step)."""
+    return tree_map_with_path(decays, params)
 
 
-def adamw_update(params, grads, opt, *, lr, weight_decay, betas, decay_mask, eps: float = EPS):
+def adamw_update(params, grads, opt_state, *, lr, weight_decay, betas, decay_mask, eps: float = EPS):
+    """One AdamW step (Loshchilov & Hutter; decoupled weight decay, bias-corrected moments), as
+    PyTorch's `torch.optim.AdamW` and `mlx.optimizers.AdamW(bias_correction=True)` compute it:
+
+        m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;  t = count + 1
+        p = p - lr * ( (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) + wd*p*[decays] )
+
+    params, grads: trees of the same structure. opt_state: from `adamw_init` (or a previous update).
+    lr, weight_decay: float32 scalar arrays (from `schedules`; Python floats work but retrace a compiled
+    caller on every new value). betas: (b1, b2) Python floats. decay_mask: tree of bools from
+    `decay_mask(params)`. eps: added to the bias-corrected RMS. Returns (new_params, new_opt_state);
+    new params keep each parameter's dtype.
+    """
     b1, b2 = betas
-    count = opt["count"] + 1
+    count = opt_state["count"] + 1
     t = count.astype(mx.float32)
     c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t
-    m = tree_map(lambda m_, g: b1 * m_ + (1.0 - b1) * g, opt["m"], grads)
-    v = tree_map(lambda v_, g: b2 * v_ + (1.0 - b2) * g * g, opt["v"], grads)
+    m = tree_map(lambda m_, g: b1 * m_ + (1.0 - b1) * g, opt_state["m"], grads)
+    v = tree_map(lambda v_, g: b2 * v_ + (1.0 - b2) * mx.square(g), opt_state["v"], grads)
 
-    def step(p, m_, v_, decays):
+    def step(p, m_, v_, decay):
         update = (m_ / c1) / (mx.sqrt(v_ / c2) + eps)
-        if decays:
+        if decay:
             update = update + weight_decay * p
         return (p - lr * update).astype(p.dtype)
 
-    new = tree_map(step, params, m, v, decay_mask)
-    return new, {"m": m, "v": v, "count": count}
+    new_params = tree_map(step, params, m, v, decay_mask)
+    return new_params, {"m": m, "v": v, "count": count}
 
 
 def global_norm(tree) -> mx.array:
-    return mx.sqrt(sum((g.astype(mx.float32) ** 2).sum() for _, g in tree_flatten(tree)))
+    """sqrt of the sum of squares of every element of every array in `tree`, accumulated in float32."""
+    total = mx.array(0.0, dtype=mx.float32)
+    for _, g in tree_flatten(tree):
+        total = total + mx.sum(mx.square(g.astype(mx.float32)))
+    return mx.sqrt(total)
 
 
-def clip_by_global_norm(grads, max_norm):
+def clip_by_global_norm(grads, max_norm: float | None):
+    """Scale `grads` so their global norm is at most `max_norm` (PyTorch's clip_grad_norm_ rule:
+    factor min(1, max_norm / (norm + 1e-6))). max_norm None or <= 0: no clipping.
+    Returns (grads, norm before clipping). A non-finite norm makes the clipped grads non-finite too
+    (inf * 0 = nan), so `all_finite` on the result still catches it."""
     norm = global_norm(grads)
-    if not max_norm:
+    if max_norm is None or max_norm <= 0:
         return grads, norm
     scale = mx.minimum(1.0, max_norm / (norm + 1e-6))
-    return tree_map(lambda g: g * scale, grads), norm
+    return tree_map(lambda g: (g * scale).astype(g.dtype), grads), norm
 
 
 def all_finite(tree) -> mx.array:
-    flags = [mx.all(mx.isfinite(x)) for _, x in tree_flatten(tree)]
-    out = flags[0]
-    for f in flags[1:]:
-        out = mx.logical_and(out, f)
-    return out
+    """Scalar bool array: True when no array in `tree` holds a NaN or an infinity (True for an empty tree)."""
+    ok = mx.array(True)
+    for _, x in tree_flatten(tree):
+        ok = mx.logical_and(ok, mx.all(mx.isfinite(x)))
+    return ok
 
 
-def select_tree(pred, a, b):
+def select_tree(pred: mx.array, a, b):
+    """Elementwise `pred ? a : b` over two trees of the same structure; `pred` a scalar bool array.
+    How the compiled step keeps the old state when an update is non-finite, without a Python branch."""
     return tree_map(lambda x, y: mx.where(pred, x, y), a, b)
 
 
-__all__ = ["adamw_init", "adamw_update", "decay_mask", "global_norm", "clip_by_global_norm", "all_finite",
-           "select_tree", "tree_unflatten"]
+__all__ = ["EPS", "NO_DECAY_NAMES", "adamw_init", "adamw_update", "decays", "decay_mask", "global_norm",
+           "clip_by_global_norm", "all_finite", "select_tree"]

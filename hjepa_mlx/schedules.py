@@ -1,10 +1,25 @@
-"""Schedules as pure functions of the step (an mx.array inside the compiled step; ints work too).
+"""Per-step schedules (learning rate, weight decay, EMA momentum) as pure functions of the step.
 
-lr: linear warmup from warmup_lr_ratio*lr at step 0 to lr at warmup_steps, then cosine (or linear) to
-min_lr_ratio*lr at total_steps, constant after. Weight decay: constant, or cosine from start to end over
-the run (I-JEPA 0.04 -> 0.4). EMA momentum: linear from `start` to `end` over `warmup_steps`
-(model.ema.momentum_warmup_epochs), then held at `end`; with warmup_steps = 0 it ramps over the whole
-run, as I-JEPA does.
+Inside the compiled train step `step` is the int32 `state["step"]` array, so every value is computed in
+the graph and the step is traced once per run (a Python float argument would retrace on every new
+value). Python ints work too (tests, logging). All results are float32 scalar arrays.
+
+Shapes of the three schedules (step counts optimizer steps; `total_steps` is the whole run):
+
+- lr: linear warmup from `warmup_lr_ratio*base_lr` at step 0 to `base_lr` at `warmup_steps` (no step
+  runs at full LR before warmup ends), then cosine / linear decay to `min_lr_ratio*base_lr` at
+  `total_steps`, held there after; `constant` holds `base_lr` after warmup. (I-JEPA: start_lr -> lr ->
+  final_lr.)
+- weight decay: constant `start`, or, when `end` is given, cosine from `start` at step 0 to `end` at
+  `total_steps` (I-JEPA raises it 0.04 -> 0.4), held after.
+- EMA momentum: linear from `start` to `end`. With `warmup_steps > 0` (config
+  `model.ema.momentum_warmup_epochs`) the ramp lasts `warmup_steps` and the momentum is then held at
+  `end`; with `warmup_steps == 0` the ramp spans the whole run, as I-JEPA's 0.996 -> 1.0.
+
+Endpoints are exact (the float32 of the requested value), every ramp is monotone, and values keep
+float32 relative precision even near a small endpoint (see `_ramp`). The cosine is written
+sin^2(pi*x/2), equal to (1 - cos(pi*x))/2. Step counts up to 2**24 are exact in the float32 arithmetic
+used here.
 """
 
 from __future__ import annotations
@@ -13,32 +28,88 @@ import math
 
 import mlx.core as mx
 
-
-def _frac(step, start, length):
-    step = mx.array(step, dtype=mx.float32)
-    return mx.clip((step - start) / max(length, 1), 0.0, 1.0)
+LR_SCHEDULES = ("cosine", "linear", "constant")
 
 
-def lr_at(step, *, base_lr, warmup_steps, total_steps, warmup_lr_ratio, min_lr_ratio, schedule="cosine"):
+def _as_step(step) -> mx.array:
+    """The step as a float32 scalar array, from an mx.array (traced or not) or a Python/NumPy int."""
+    if isinstance(step, mx.array):
+        return step.astype(mx.float32)
+    return mx.array(float(step), dtype=mx.float32)
+
+
+def _fractions(step: mx.array, start: int, length: int) -> tuple[mx.array, mx.array]:
+    """(done, left): the fractions of [start, start + length] behind and ahead of `step`, both clipped
+    to [0, 1]. Each comes from an exact integer difference, so each is accurate near 0 (computing
+    left as 1 - done would lose ~1e-7 absolute, a 1e-5 relative error in a decay's last steps)."""
+    if length <= 0:
+        done = mx.where(step >= start, 1.0, 0.0).astype(mx.float32)
+        return done, 1.0 - done
+    done = mx.clip((step - start) / float(length), 0.0, 1.0)
+    left = mx.clip((start + length - step) / float(length), 0.0, 1.0)
+    return done, left
+
+
+def _ramp(a: float, b: float, step: mx.array, start: int, length: int, shape: str) -> mx.array:
+    """a before `start`, b after `start + length`, linear or half-cosine in between.
+
+    Written as lo + (hi - lo)*f with f the fraction measured from the smaller endpoint, so both terms
+    are >= 0 and the value keeps its float32 relative precision near either end; monotone in `step`;
+    exact at both ends.
+    """
+    done, left = _fractions(step, start, length)
+    shaped = (lambda x: x) if shape == "linear" else (lambda x: mx.square(mx.sin(0.5 * math.pi * x)))
+    lo, hi = min(a, b), max(a, b)
+    f = shaped(done) if a <= b else shaped(left)
+    value = mx.clip(lo + (hi - lo) * f, lo, hi)
+    value = mx.where(done <= 0.0, mx.array(a, dtype=mx.float32), value)
+    return mx.where(done >= 1.0, mx.array(b, dtype=mx.float32), value)
+
+
+def _check_steps(warmup_steps: int, total_steps: int) -> None:
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+
+
+def lr_at(step, *, base_lr: float, warmup_steps: int, total_steps: int, warmup_lr_ratio: float,
+          min_lr_ratio: float, schedule: str = "cosine") -> mx.array:
+    """Learning rate at optimizer step `step` (0-based).
+
+    step: int32 scalar array (inside the compiled step) or int. base_lr: peak LR. warmup_steps: steps of
+    linear warmup (0: none). total_steps: steps in the run; the decay reaches its end here.
+    warmup_lr_ratio: LR at step 0 as a fraction of base_lr. min_lr_ratio: final LR as a fraction of
+    base_lr. schedule: 'cosine' | 'linear' | 'constant' (the shape after warmup).
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+    _check_steps(warmup_steps, total_steps)
+    s = _as_step(step)
     start_lr, final_lr = warmup_lr_ratio * base_lr, min_lr_ratio * base_lr
-    warm = start_lr + (base_lr - start_lr) * _frac(step, 0, warmup_steps)
-    t = _frac(step, warmup_steps, total_steps - warmup_steps)
-    if schedule == "cosine":
-        decay = final_lr + (base_lr - final_lr) * 0.5 * (1.0 + mx.cos(math.pi * t))
-    elif schedule == "linear":
-        decay = base_lr + (final_lr - base_lr) * t
+    if schedule == "constant":
+        after = mx.full(s.shape, base_lr, dtype=mx.float32)
     else:
-        raise ValueError(f"unknown lr schedule {schedule!r}")
-    return mx.where(mx.array(step) < warmup_steps, warm, decay) if warmup_steps > 0 else decay
+        after = _ramp(base_lr, final_lr, s, warmup_steps, total_steps - warmup_steps, schedule)
+    if warmup_steps == 0:
+        return after
+    warm = _ramp(start_lr, base_lr, s, 0, warmup_steps, "linear")
+    return mx.where(s < warmup_steps, warm, after)
 
 
-def weight_decay_at(step, *, start, end=None, total_steps):
+def weight_decay_at(step, *, start: float, end: float | None = None, total_steps: int) -> mx.array:
+    """Weight decay at `step`: `start` throughout when `end` is None, else cosine start -> end over
+    `total_steps` (held at `end` after). step: int32 scalar array or int."""
+    _check_steps(0, total_steps)
     if end is None:
-        return mx.array(float(start))
-    t = _frac(step, 0, total_steps)
-    return end + (start - end) * 0.5 * (1.0 + mx.cos(math.pi * t))
+        return mx.array(start, dtype=mx.float32)
+    return _ramp(start, end, _as_step(step), 0, total_steps, "cosine")
 
 
-def ema_momentum_at(step, *, start, end, warmup_steps, total_steps):
+def ema_momentum_at(step, *, start: float, end: float, warmup_steps: int, total_steps: int) -> mx.array:
+    """EMA momentum of the target encoder at `step`: linear start -> end over `warmup_steps` then held
+    at `end`; `warmup_steps == 0` ramps over the whole run (`total_steps`), as I-JEPA.
+    step: int32 scalar array or int."""
+    _check_steps(warmup_steps, total_steps)
     length = warmup_steps if warmup_steps > 0 else total_steps
-    return start + (end - start) * _frac(step, 0, length)
+    return _ramp(start, end, _as_step(step), 0, length, "linear")
