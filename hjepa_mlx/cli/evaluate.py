@@ -85,7 +85,7 @@ def evaluate(args) -> dict:
     from hjepa_mlx.evaluate.datasets import labelled_loaders
     from hjepa_mlx.evaluate.features import extract_features
     from hjepa_mlx.evaluate.knn import knn_accuracy
-    from hjepa_mlx.evaluate.report import format_report
+    from hjepa_mlx.evaluate.report import format_report, write_json
     from hjepa_mlx.plan import make_plan
     from hjepa_mlx.state import init_state
 
@@ -136,7 +136,7 @@ def evaluate(args) -> dict:
         print(format_report(results, baseline_name="random-init"))
         payload["datasets"][name] = results
     out = Path(args.out) if args.out else run_dir / "eval.json"
-    out.write_text(json.dumps(payload, indent=2))
+    write_json(out, payload)        # NaN/Inf become null: the file stays valid JSON
     print(f"wrote {out}")
     return payload
 
