@@ -168,9 +168,10 @@ def build_loaders(config: Config, plan: Plan) -> Loaders:
     if config.evaluation.knn.enabled:
         for (name, path, _), tr, te in zip(entries, train_sets, val_sets):
             labelled_train = tr if name != "stl10" else _dataset(config, name, path, "train_labelled")
-            loaders.knn_train.append((name, BatchLoader(labelled_train, d.batch_size, eval_tf, seed=seed,
+            # evaluation sees every image: keep the last partial batch (one extra trace of the encoder)
+            loaders.knn_train.append((name, BatchLoader(labelled_train, d.batch_size, eval_tf, seed=seed, drop_last=False,
                                                         num_workers=d.num_workers, shuffle=False)))
-            loaders.knn_val.append((name, BatchLoader(te, d.batch_size, eval_tf, seed=seed,
+            loaders.knn_val.append((name, BatchLoader(te, d.batch_size, eval_tf, seed=seed, drop_last=False,
                                                       num_workers=d.num_workers, shuffle=False)))
     return loaders
 

@@ -3,9 +3,12 @@
 
 python scripts/download_data.py {cifar10,cifar100,stl10,all} --root DIR [--base-url URL]
 
-Downloads go to DIR/<file>.part (resumed with an HTTP Range request), are checked against the official
-md5, renamed, and extracted only if no member has an absolute path, a '..' component, or a link
-pointing outside DIR. Already-extracted datasets are skipped. User errors: one line, exit code 2.
+Downloads go to DIR/<archive>.part (resumed with an HTTP Range request after an interruption), are
+checked against the official md5 and renamed to DIR/<archive>. Extraction first checks every member
+(no absolute path, no '..' component, no link pointing outside DIR, only files/dirs/links), unpacks into
+a temporary directory inside DIR and renames the dataset folder into place, so a folder that exists is
+complete; such a dataset is skipped. The archive is kept (delete it to save space).
+Standard library only. User errors: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sys
 import tarfile
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+# name: (base URL, archive, md5, folder the archive contains). Tests point these at a local server.
 SOURCES = {
     "cifar10": ("https://www.cs.toronto.edu/~kriz/", "cifar-10-python.tar.gz",
                 "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"),
@@ -27,10 +34,11 @@ SOURCES = {
     "stl10": ("http://ai.stanford.edu/~acoates/stl10/", "stl10_binary.tar.gz",
               "91f7769df0f17e558f3565bffb0c7dfb", "stl10_binary"),
 }
+CHUNK = 1 << 16
 
 
 class DownloadError(Exception):
-    pass
+    """A problem the user can act on; main() prints it on one line and exits with code 2."""
 
 
 def md5sum(path: Path) -> str:
@@ -41,18 +49,32 @@ def md5sum(path: Path) -> str:
     return h.hexdigest()
 
 
-def _progress(done: int, total: int | None, name: str) -> None:
-    if total:
-        width = 30
-        filled = int(width * done / total)
-        print(f"\r{name} [{'#' * filled}{'.' * (width - filled)}] {done / 2**20:.1f}/{total / 2**20:.1f} MB",
-              end="", file=sys.stderr, flush=True)
-    else:
-        print(f"\r{name} {done / 2**20:.1f} MB", end="", file=sys.stderr, flush=True)
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most every 0.2 s."""
+
+    def __init__(self, name: str, total: int | None):
+        self.name, self.total, self.last = name, total, 0.0
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 0.2:
+            return
+        self.last = now
+        mb = done / 2 ** 20
+        if self.total:
+            filled = int(30 * done / self.total)
+            line = f"{self.name} [{'#' * filled}{'.' * (30 - filled)}] {mb:.1f}/{self.total / 2 ** 20:.1f} MB"
+        else:
+            line = f"{self.name} {mb:.1f} MB"
+        print("\r" + line, end="", file=sys.stderr, flush=True)
+
+    def close(self, done: int) -> None:
+        self.update(done, force=True)
+        print(file=sys.stderr, flush=True)
 
 
 def fetch(url: str, dest: Path) -> Path:
-    """Download url to dest, resuming dest.part if present."""
+    """Download url to dest through dest.part, resuming a .part left by an interrupted run."""
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -62,47 +84,103 @@ def fetch(url: str, dest: Path) -> Path:
         if exc.code == 416 and have:       # nothing left to fetch: the part file is complete
             part.rename(dest)
             return dest
-        raise DownloadError(f"downloading {url} failed: HTTP {exc.code}") from None
+        raise DownloadError(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise DownloadError(f"downloading {url} failed: {exc}; check the network and run the command again "
-                            f"(it resumes)") from None
+        raise DownloadError(f"downloading {url} failed: {getattr(exc, 'reason', exc)}; check the network "
+                            f"and run the command again (it resumes)") from None
     with response:
-        resumed = have and response.status == 206
-        if not resumed:
+        # 206 answers our single range (its Content-Range, when sent, must start at `have`); 200 is the
+        # whole file from byte 0
+        content_range = response.headers.get("Content-Range")
+        resumed = bool(have) and response.status == 206
+        if resumed and content_range and not content_range.startswith(f"bytes {have}-"):
+            response.close()
+            print(f"{dest.name}: the server answered {content_range!r} to a resume at byte {have}; "
+                  f"downloading from the start", file=sys.stderr)
+            part.unlink()
+            return fetch(url, dest)
+        if have and not resumed:
+            print(f"{dest.name}: the server does not resume downloads; downloading from the start",
+                  file=sys.stderr)
             have = 0
         length = response.headers.get("Content-Length")
-        total = have + int(length) if length else None
-        with open(part, "ab" if resumed else "wb") as fh:
-            done = have
-            while chunk := response.read(1 << 16):
-                fh.write(chunk)
-                done += len(chunk)
-                _progress(done, total, dest.name)
-    print(file=sys.stderr)
+        progress = Progress(dest.name, have + int(length) if length else None)
+        done = have
+        try:
+            with open(part, "ab" if resumed else "wb") as fh:
+                while chunk := response.read(CHUNK):
+                    fh.write(chunk)
+                    done += len(chunk)
+                    progress.update(done)
+        except (OSError, urllib.error.URLError) as exc:
+            progress.close(done)
+            raise DownloadError(f"downloading {url} stopped after {done} bytes ({exc}); run the command again "
+                                f"to resume") from None
+        progress.close(done)
+    if length and done != have + int(length):
+        raise DownloadError(f"downloading {url} stopped after {done} of {have + int(length)} bytes; run the "
+                            f"command again to resume")
     part.rename(dest)
     return dest
 
 
-def safe_members(tar: tarfile.TarFile, root: Path):
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root)
+
+
+def check_members(tar: tarfile.TarFile, root: Path, shown: Path | None = None) -> list[tarfile.TarInfo]:
+    """Every member of the archive, or DownloadError naming the first one that could escape `root`
+    (`shown`: the directory to name in the message, default root)."""
     root = root.resolve()
-    for member in tar.getmembers():
+    shown = shown or root
+    members = tar.getmembers()
+    for member in members:
         name = member.name
-        if name.startswith(("/", "\\")) or ".." in Path(name).parts:
+        if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in Path(name).parts:
             raise DownloadError(f"refusing to extract {name!r}: absolute path or '..' in the archive")
-        if not (root / name).resolve().is_relative_to(root):
-            raise DownloadError(f"refusing to extract {name!r}: it points outside {root}")
+        if not _inside(root / name, root):
+            raise DownloadError(f"refusing to extract {name!r}: it points outside {shown}")
         if member.issym() or member.islnk():
-            target = (root / name).parent / member.linkname
-            if os.path.isabs(member.linkname) or not target.resolve().is_relative_to(root):
-                raise DownloadError(f"refusing to extract link {name!r} -> {member.linkname!r}: outside {root}")
-        if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-            raise DownloadError(f"refusing to extract {name!r}: not a regular file or directory")
-        yield member
+            # a symlink's target is relative to its own directory, a hard link's to the archive root
+            base = (root / name).parent if member.issym() else root
+            if os.path.isabs(member.linkname) or not _inside(base / member.linkname, root):
+                raise DownloadError(f"refusing to extract link {name!r} -> {member.linkname!r}: it points "
+                                    f"outside {shown}")
+        elif not (member.isfile() or member.isdir()):
+            raise DownloadError(f"refusing to extract {name!r}: not a regular file, directory or link")
+    return members
+
+
+def extract(archive: Path, root: Path, folder: str) -> Path:
+    """Check all members, unpack into a temporary directory in root, then move `folder` into place."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder}.", dir=root))
+    try:
+        try:
+            with tarfile.open(archive) as tar:
+                members = check_members(tar, staging, root)    # everything is checked before writing
+                if hasattr(tarfile, "data_filter"):            # defence in depth where Python has it
+                    tar.extractall(staging, members=members, filter="data")
+                else:
+                    tar.extractall(staging, members=members)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise DownloadError(f"{archive} could not be extracted ({exc}); delete it and run the command "
+                                f"again") from None
+        if not (staging / folder).is_dir():
+            raise DownloadError(f"{archive} does not contain the folder {folder}/; delete it and run the "
+                                f"command again")
+        (staging / folder).rename(root / folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root / folder
 
 
 def download(name: str, root: Path, base_url: str | None = None) -> Path:
+    """Fetch, verify and extract one dataset into root; a no-op when root/<folder> already exists."""
     base, filename, md5, folder = SOURCES[name]
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create {root}: {exc}") from None
     if (root / folder).is_dir():
         print(f"{name}: {root / folder} already exists; skipping")
         return root / folder
@@ -112,20 +190,18 @@ def download(name: str, root: Path, base_url: str | None = None) -> Path:
     digest = md5sum(archive)
     if digest != md5:
         bad = archive.with_name(archive.name + ".bad")
-        archive.rename(bad)
+        archive.replace(bad)
         raise DownloadError(f"{filename}: md5 {digest} does not match the official {md5}; the file was moved to "
                             f"{bad} and nothing was extracted - run the command again to download it afresh")
-    with tarfile.open(archive) as tar:
-        members = list(safe_members(tar, root))     # check everything before writing anything
-        tar.extractall(root, members=members)
+    extract(archive, root, folder)
     print(f"{name}: extracted to {root / folder}")
     return root / folder
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Download CIFAR-10/100 and STL-10.")
+    p = argparse.ArgumentParser(description="Download CIFAR-10/100 and STL-10 (md5-verified, resumable).")
     p.add_argument("dataset", choices=[*SOURCES, "all"])
-    p.add_argument("--root", default="./data")
+    p.add_argument("--root", default="./data", help="directory that receives the archives and dataset folders")
     p.add_argument("--base-url", help="mirror serving the same file names (default: the official sites)")
     args = p.parse_args(argv)
     names = list(SOURCES) if args.dataset == "all" else [args.dataset]
@@ -135,6 +211,9 @@ def main(argv=None) -> int:
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 

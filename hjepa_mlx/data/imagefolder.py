@@ -1,8 +1,9 @@
-"""ImageFolder (<root>/{train,val}/<class>/*.jpg|jpeg|png|...) and ImageNet-100 (the same layout,
-restricted to the fixed list of 100 WNIDs). Images are decoded with Pillow and converted to RGB."""
+"""ImageFolder (<root>/{train,val}/<class>/<image>, extensions case-insensitive) and ImageNet-100 (the
+same layout restricted to the fixed list of 100 WNIDs). Decoded with Pillow and converted to RGB."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,48 +13,65 @@ from hjepa_mlx.data.imagenet100_wnids import IMAGENET100_WNIDS
 from hjepa_mlx.data.transforms import to_rgb
 from hjepa_mlx.errors import UserError
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 
 class ImageFolderDataset:
+    """Labelled images, one sub-directory per class; labels are the classes' indices in sorted order
+    (or in the order of `classes` when given).
+
+    Args:
+      root: directory holding train/ and val/.
+      split: sub-directory to read ('train' or 'val').
+      classes: restrict to (and order by) these class directories; an error names the missing ones.
+      name: dataset name in messages and logs.
+    """
+
     labelled = True
 
     def __init__(self, root: str | Path, split: str = "train", classes: tuple[str, ...] | None = None,
                  name: str = "imagefolder"):
-        self.name = name
+        self.name, self.split = name, split
         folder = Path(root) / split
-        layout = f"{root}/{{train,val}}/<class>/<image>.jpg"
+        layout = f"{root}/{{train,val}}/<class>/<image>.{{jpg,jpeg,png,...}}"
         if not folder.is_dir():
-            raise UserError(f"{name} not found: expected the directory {folder} (layout {layout})")
-        present = sorted(p.name for p in folder.iterdir() if p.is_dir())
+            extra = (" (ImageNet cannot be downloaded by a script: get it from image-net.org and arrange the "
+                     "100 WNID folders of hjepa_mlx/data/imagenet100_wnids.py)") if name == "imagenet100" else ""
+            raise UserError(f"{name} not found: expected the directory {folder} (layout {layout}){extra}")
+        present = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
         if classes is not None:
-            missing = [c for c in classes if c not in present]
+            have = set(present)
+            missing = [c for c in classes if c not in have]
             if missing:
                 raise UserError(f"{name}: {folder} lacks {len(missing)} of the {len(classes)} classes "
-                                f"(first: {', '.join(missing[:3])}); layout {layout}")
+                                f"(first: {', '.join(missing[:5])}); layout {layout}")
             present = list(classes)
         if not present:
             raise UserError(f"{name}: no class directories in {folder} (layout {layout})")
         self.classes = present
         self.num_classes = len(present)
-        self.samples = [(str(f), label) for label, c in enumerate(present)
-                        for f in sorted((folder / c).iterdir()) if f.suffix.lower() in EXTENSIONS]
+        self.samples = [(os.path.join(folder, c, f), label) for label, c in enumerate(present)
+                        for f in sorted(os.listdir(folder / c))
+                        if f.lower().endswith(EXTENSIONS) and not f.startswith(".")]
         if not self.samples:
-            raise UserError(f"{name}: no images under {folder} (extensions {', '.join(sorted(EXTENSIONS))})")
+            raise UserError(f"{name}: no images under {folder} (extensions {', '.join(EXTENSIONS)}, any case)")
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int):
+    def load(self, index: int) -> tuple[np.ndarray, int]:
+        """(uint8 HWC RGB image, label); a file Pillow cannot decode raises UserError naming it."""
         path, label = self.samples[index]
         try:
             with Image.open(path) as pil:
                 pil.load()
                 return np.asarray(to_rgb(pil)), label
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise UserError(f"cannot decode image {path} ({exc}); the file is corrupt or truncated - remove or "
                             f"replace it") from None
 
 
 def imagenet100(root: str | Path, split: str = "train") -> ImageFolderDataset:
+    """ImageNet-100 (CMC's 100 WNIDs, hjepa_mlx/data/imagenet100_wnids.py) from an ImageNet-style folder;
+    other class folders are ignored, a missing WNID is an error."""
     return ImageFolderDataset(root, split, classes=IMAGENET100_WNIDS, name="imagenet100")

@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from hjepa_mlx.errors import UserError
+
 _SHAPES = 5
 
 
 class SyntheticDataset:
+    """`num_images` images of `image_size` px, labels index % num_classes, generated lazily per index
+    (about 0.5 ms at 64 px, 8 ms at 224 px, mostly the background noise); deterministic from (seed, index).
+
+    Args: num_images, num_classes (any >= 1; shapes cycle every 5 classes, stripe angles separate the
+    cycles), image_size (>= 8 px), seed, name (for logs and multi-dataset ids).
+    """
+
     labelled = True
 
     def __init__(self, num_images: int, num_classes: int = 10, image_size: int = 64, seed: int = 0,
                  name: str = "synthetic"):
+        if num_images < 1 or num_classes < 1 or image_size < 8:
+            raise UserError(f"synthetic data needs num_images >= 1, num_classes >= 1 and image_size >= 8 "
+                            f"(got {num_images}, {num_classes}, {image_size})")
         self.num_images, self.num_classes, self.image_size, self.seed = num_images, num_classes, image_size, seed
         self.name = name
 

@@ -29,6 +29,6 @@ def labelled_loaders(config: Config, name: str | None, data_path: str | None, ba
         test = _dataset(config, n, root, "val")
         if not getattr(train, "labelled", True):
             raise UserError(f"{n}: the training split has no labels; k-NN and linear probes need labelled data")
-        out.append((n, BatchLoader(train, min(batch_size, len(train)), tf, shuffle=False),
-                    BatchLoader(test, min(batch_size, len(test)), tf, shuffle=False)))
+        out.append((n, BatchLoader(train, min(batch_size, len(train)), tf, shuffle=False, drop_last=False),
+                    BatchLoader(test, min(batch_size, len(test)), tf, shuffle=False, drop_last=False)))
     return out
