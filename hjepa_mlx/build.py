@@ -6,7 +6,6 @@ themselves take explicit arguments.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -19,7 +18,6 @@ from hjepa_mlx.plan import Plan
 # ---------------------------------------------------------------- model
 
 def build_model(config: Config, plan: Plan, *, quiet: bool = False):
-    from hjepa_mlx.losses.total import LossSettings
     from hjepa_mlx.models.hierarchy import FPN
     from hjepa_mlx.models.hjepa import HJEPAModel
     from hjepa_mlx.models.precision import compute_dtype
@@ -187,6 +185,3 @@ def train_dataset_sizes(loaders: Loaders) -> dict[str, int]:
     parts = getattr(ds, "datasets", [ds])
     return {p.name: len(p) for p in parts}
 
-
-def steps_for(images: int, per_step: int) -> int:
-    return max(1, math.floor(images / per_step))

@@ -8,7 +8,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from hjepa_mlx.data.transforms import MEAN, STD
-from hjepa_mlx.run_logging import mask_overlay
+from hjepa_mlx.run_logging import attention_map_image, mask_overlay
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -22,24 +22,10 @@ def mask_image(image: np.ndarray, context_idx: np.ndarray, target_idx: np.ndarra
 
 def attention_heatmap(encoder, params, image: np.ndarray) -> np.ndarray:
     """Attention of the last block of `encoder` (with `params`) on one image: the attention each patch
-    receives, averaged over heads and queries, as a uint8 heatmap upsampled to the image size."""
+    receives, averaged over heads and queries, as a uint8 heatmap at the image size."""
     encoder.update(params)
-    x = mx.array(image[None])
-    tokens = encoder.patch_embed(x) + encoder._pos
-    for block in encoder.blocks[:-1]:
-        tokens = block(tokens)
-    last = encoder.blocks[-1]
-    attn = last.attn
-    b, n, d = tokens.shape
-    qkv = attn.qkv(last.norm1(tokens)).reshape(b, n, 3, attn.num_heads, attn.head_dim).transpose(2, 0, 3, 1, 4)
-    weights = mx.softmax((qkv[0] * attn.scale) @ qkv[1].swapaxes(-1, -2), axis=-1)      # (1, H, N, N)
-    received = np.array(weights.mean(axis=(0, 1, 2)))                                   # (N,)
-    gh, gw = encoder.grid
-    grid = received.reshape(gh, gw)
-    grid = (grid - grid.min()) / max(float(grid.max() - grid.min()), 1e-12)
-    scale = image.shape[0] // gh
-    heat = np.kron(grid, np.ones((scale, scale)))
-    return (np.stack([heat, heat * 0.6, 1.0 - heat], axis=-1) * 255).astype(np.uint8)
+    weights = encoder.last_attention(mx.array(image[None]))[0]                           # (H, N, N)
+    return attention_map_image(np.array(weights), encoder.grid, scale=image.shape[0] // encoder.grid[0])
 
 
 def gradient_histograms(grads) -> dict[str, np.ndarray]:

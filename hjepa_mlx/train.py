@@ -106,7 +106,6 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
     steps_per_epoch = plan.steps_per_epoch
     progress = ProgressLine(epochs=config.training.epochs, steps_per_epoch=steps_per_epoch)
     seed = config.experiment.seed
-    status = 0
     lg = config.logging
     dataset_names = [d.name for d in getattr(loaders.train.dataset, "datasets", [loaders.train.dataset])]
     grad_fn = make_grad_fn(model) if lg.log_gradients else None
@@ -173,7 +172,7 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
     logger.log_line(f"done: {int(state['step'].item())} steps, train step traced {traces.count} time(s), "
                     f"{int(state['skipped_total'].item())} update(s) skipped as non-finite; run directory {run_dir}")
     logger.close()
-    return status
+    return 0
 
 
 def make_grad_fn(model):

@@ -60,3 +60,24 @@ def test_attention_module_paths_agree():
     x = mx.random.normal((2, 9, 32))
     positions = (mx.array(np.arange(18).reshape(2, 9) // 5), mx.array(np.arange(18).reshape(2, 9) % 5))
     np.testing.assert_allclose(np.array(fused(x, positions)), np.array(ref(x, positions)), atol=1e-5, rtol=0)
+
+
+def test_attention_weights_match_numpy_and_reproduce_the_output():
+    """Attention.weights (used by log_attention) is the softmax the forward pass uses."""
+    import mlx.core as mx
+    import numpy as np
+
+    from hjepa_mlx.models.attention import Attention
+
+    attn = Attention(8, 2, fused=False)
+    x = mx.array(np.random.default_rng(3).standard_normal((1, 5, 8)).astype(np.float32))
+    w = np.array(attn.weights(x), dtype=np.float64)                       # (1, 2, 5, 5)
+    p = attn.parameters()
+    qkv = np.array(x, np.float64)[0] @ np.array(p["qkv"]["weight"], np.float64).T + np.array(p["qkv"]["bias"])
+    q, k, v = (qkv[:, i * 8:(i + 1) * 8].reshape(5, 2, 4).transpose(1, 0, 2) for i in range(3))
+    s = q @ k.transpose(0, 2, 1) / 2.0
+    ref = np.exp(s - s.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    np.testing.assert_allclose(w[0], ref, atol=1e-5)
+    out = (w[0] @ v).transpose(1, 0, 2).reshape(5, 8) @ np.array(p["proj"]["weight"], np.float64).T + np.array(p["proj"]["bias"])
+    np.testing.assert_allclose(np.array(attn(x))[0], out, atol=1e-5)

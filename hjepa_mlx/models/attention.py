@@ -51,8 +51,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def __call__(self, x: mx.array, positions: tuple[mx.array, mx.array] | None = None) -> mx.array:
-        """x (B, N, D); positions: None (no RoPE) or (rows, cols), each (B, N) int32. Returns (B, N, D)."""
+    def _heads(self, x: mx.array, positions) -> tuple[mx.array, mx.array, mx.array]:
+        """q, k, v as (B, H, N, hd), RoPE applied to q and k when positions are given."""
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                  # (B, N, H, hd)
@@ -60,7 +60,17 @@ class Attention(nn.Module):
             # RoPE before the head transpose: (B, N, H, hd) is the layout mx.fast.rope needs (see posemb).
             rope = rope_fused if self.fused else rope_reference
             q, k = rope(q, *positions, self.rope_theta), rope(k, *positions, self.rope_theta)
-        q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))               # (B, H, N, hd)
+        return tuple(t.transpose(0, 2, 1, 3) for t in (q, k, v))
+
+    def weights(self, x: mx.array, positions=None) -> mx.array:
+        """The softmax attention weights (B, H, N, N), for diagnostics (log_attention)."""
+        q, k, _ = self._heads(x, positions)
+        return mx.softmax((q * self.scale) @ k.swapaxes(-1, -2), axis=-1)
+
+    def __call__(self, x: mx.array, positions: tuple[mx.array, mx.array] | None = None) -> mx.array:
+        """x (B, N, D); positions: None (no RoPE) or (rows, cols), each (B, N) int32. Returns (B, N, D)."""
+        b, n, d = x.shape
+        q, k, v = self._heads(x, positions)                                  # (B, H, N, hd)
         attend = fused_attention if self.fused else reference_attention
         out = attend(q, k, v, self.scale)
         return self.proj(out.transpose(0, 2, 1, 3).reshape(b, n, d))

@@ -52,7 +52,6 @@ class HJEPAModel(nn.Module):
         level_idx = [micro[f"level_idx_{level}"] for level in range(self._num_levels)]
 
         target_tokens = self.encode_target(target_params, micro["images"])           # (B, N, D)
-        b, m, k = target_idx.shape
         gathered = mx.take_along_axis(target_tokens[:, None], target_idx[..., None], axis=2)  # (B, M, K, D)
 
         context = self.encoder(images, context_idx)                                   # (B, Nc, D)
@@ -65,7 +64,9 @@ class HJEPAModel(nn.Module):
             images2 = micro["images_view2"]
             context2 = self.encoder(images2.astype(self._dtype), context_idx)
             features["context_pooled_2"] = context2.astype(mx.float32).mean(axis=1)
-            features["target_pooled_2"] = self.encode_target(target_params, images2).mean(axis=1)
+            s = self._loss_settings
+            if s.contrastive and not s.on_context:   # only NT-Xent against target features needs view 2's targets
+                features["target_pooled_2"] = self.encode_target(target_params, images2).mean(axis=1)
         loss, metrics = total_loss(self._loss_settings, levels, features)
         metrics = {**metrics,
                    "context_std": features["context_pooled_1"].std(axis=0).mean(),

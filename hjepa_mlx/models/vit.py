@@ -156,6 +156,11 @@ class ViTEncoder(nn.Module):
 
         Returns (B, n, D) final-LayerNormed tokens at `indices` (in their order), or (B, N, D) for all.
         """
+        x, positions = self._tokens(images, indices)
+        return self.norm(run_blocks(self.blocks, x, positions, self._checkpoint))
+
+    def _tokens(self, images: mx.array, indices: mx.array | None):
+        """Embedded (and gathered) tokens plus their RoPE grid positions (None without RoPE)."""
         x = self.patch_embed(images) + self._pos.astype(images.dtype)
         if indices is not None:
             x = gather_tokens(x, indices)
@@ -164,4 +169,11 @@ class ViTEncoder(nn.Module):
             if indices is None:
                 indices = mx.broadcast_to(mx.arange(x.shape[1], dtype=mx.int32)[None], x.shape[:2])
             positions = grid_positions(indices, self._grid[1])
-        return self.norm(run_blocks(self.blocks, x, positions, self._checkpoint))
+        return x, positions
+
+    def last_attention(self, images: mx.array) -> mx.array:
+        """Softmax weights (B, H, N, N) of the last block over all patches (for log_attention)."""
+        x, positions = self._tokens(images, None)
+        x = run_blocks(self.blocks[:-1], x, positions, False)
+        last = self.blocks[-1]
+        return last.attn.weights(last.norm1(x), positions)
