@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hjepa_mlx.errors import UserError
-from hjepa_mlx.evaluate.features import extract_features, pooled_tokens
+from hjepa_mlx.evaluate.features import extract_features, level_features
 
 
 def batches(n_batches=4, b=3, with_ids=True):
@@ -47,10 +47,29 @@ def test_unlabelled_batches_are_a_user_error():
         extract_features(encode, [{"images": np.zeros((2, 4, 4, 3), np.float32)}])
 
 
-def test_pooled_tokens_average_the_tokens_of_the_level_grid():
-    tokens = mx.array(np.random.default_rng(1).standard_normal((2, 6, 5)).astype(np.float32))
-    # A 5x3 patch grid has ceil(5/2) x ceil(3/2) = 3 x 2 = 6 cells at level 1.
-    np.testing.assert_allclose(np.array(pooled_tokens(tokens, (5, 3), level=1)), np.array(tokens).mean(axis=1),
-                               rtol=1e-6)
-    with pytest.raises(ValueError, match="level 0"):
-        pooled_tokens(tokens, (5, 3), level=0)
+def _np_level_features(tokens, grid, level):
+    """float64 reference: cell by cell with explicit loops."""
+    b, _, d = tokens.shape
+    h, w = grid
+    grid_tokens = tokens.reshape(b, h, w, d)
+    s = 2 ** level
+    cells = []
+    for r in range(0, h, s):
+        for c in range(0, w, s):
+            mean = grid_tokens[:, r:r + s, c:c + s].mean(axis=(1, 2))
+            cells.append(mean / np.linalg.norm(mean, axis=-1, keepdims=True) if level else mean)
+    return np.mean(cells, axis=0)
+
+
+@pytest.mark.parametrize("grid,level", [((4, 4), 0), ((4, 4), 1), ((5, 3), 1), ((5, 3), 2), ((8, 8), 2)])
+def test_level_features_match_numpy(grid, level):
+    tokens = np.random.default_rng(1).standard_normal((3, grid[0] * grid[1], 6))
+    out = level_features(mx.array(tokens.astype(np.float32)), grid, level)
+    np.testing.assert_allclose(np.array(out), _np_level_features(tokens, grid, level), rtol=1e-5, atol=1e-6)
+
+
+def test_level_features_differ_between_levels_and_check_the_grid():
+    tokens = mx.array(np.random.default_rng(2).standard_normal((2, 16, 6)).astype(np.float32))
+    assert not np.allclose(np.array(level_features(tokens, (4, 4), 0)), np.array(level_features(tokens, (4, 4), 1)))
+    with pytest.raises(ValueError, match="5x3"):
+        level_features(tokens, (5, 3), 0)

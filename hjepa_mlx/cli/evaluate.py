@@ -49,33 +49,6 @@ def _checkpoint_path(target: Path) -> tuple[Path, Path]:
     return target, target.parent.parent if target.parent.name == "checkpoints" else target.parent
 
 
-def _pooled_encoder(model, target_params, level: int):
-    import mlx.core as mx
-
-    from hjepa_mlx.models.hierarchy import level_grid
-
-    grid = model._grid
-
-    def encode(images):
-        tokens = model.encode_target(target_params, images)                 # (B, N, D)
-        if level == 0:
-            return tokens.mean(axis=1)
-        b, n, d = tokens.shape
-        h, w = grid
-        hl, wl = level_grid(grid, level)
-        s = 2 ** level
-        padded = mx.zeros((b, hl * s, wl * s, d))
-        padded[:, :h, :w] = tokens.reshape(b, h, w, d)
-        counts = mx.zeros((1, hl * s, wl * s, 1))
-        counts[:, :h, :w] = 1.0
-        sums = padded.reshape(b, hl, s, wl, s, d).sum(axis=(2, 4))
-        cells = sums / counts.reshape(1, hl, s, wl, s, 1).sum(axis=(2, 4))
-        cells = cells / mx.maximum(mx.linalg.norm(cells, axis=-1, keepdims=True), 1e-6)
-        return cells.reshape(b, hl * wl, d).mean(axis=1)
-
-    return mx.compile(encode)
-
-
 def evaluate(args) -> dict:
     import mlx.core as mx
 
@@ -83,7 +56,7 @@ def evaluate(args) -> dict:
     from hjepa_mlx.checkpoint import CheckpointManager
     from hjepa_mlx.config import load_config
     from hjepa_mlx.evaluate.datasets import labelled_loaders
-    from hjepa_mlx.evaluate.features import extract_features
+    from hjepa_mlx.evaluate.features import extract_features, make_pooled_encoder
     from hjepa_mlx.evaluate.knn import knn_accuracy
     from hjepa_mlx.evaluate.report import format_report, write_json
     from hjepa_mlx.plan import make_plan
@@ -106,8 +79,9 @@ def evaluate(args) -> dict:
     model = build_model(config, plan, quiet=True)
     template = init_state(model, config.experiment.seed)
     trained, _ = CheckpointManager(ckpt.parent).load(ckpt, template)
-    # The baseline: the same architecture with fresh random weights (a different seed than training's).
-    baseline = init_state(build_model(config, plan, quiet=True), config.experiment.seed + 9973)
+    # The baseline: the same architecture at random init - exactly the weights this run started from
+    # (build_model seeds the RNG with experiment.seed), so the comparison isolates what training changed.
+    baseline = init_state(build_model(config, plan, quiet=True), config.experiment.seed)
 
     k_values = tuple(config.evaluation.knn.k_values)
     payload = {"checkpoint": str(ckpt), "step": meta.get("step"), "level": args.level, "protocols": protocols,
@@ -115,7 +89,7 @@ def evaluate(args) -> dict:
     for name, train_loader, test_loader in labelled_loaders(config, args.dataset, args.data_path, args.batch_size):
         results = {}
         for row, state in (("trained", trained), ("random-init", baseline)):
-            encode = _pooled_encoder(model, state["target"], args.level)
+            encode = make_pooled_encoder(model, state["target"], args.level)
             tx, ty, _ = extract_features(encode, train_loader.epoch(0), max_images=args.max_train)
             vx, vy, _ = extract_features(encode, test_loader.epoch(0), max_images=args.max_test)
             metrics = {}

@@ -1,13 +1,12 @@
 """Features of a frozen encoder over a labelled split, gathered into host NumPy arrays for k-NN, the linear
 probe and the quality metrics.
 
-The encoder is the caller's: `encode_fn(images (B, H, W, 3) mx.array) -> (B, D) mx.array` (the lead wires the
-frozen target encoder + `pooled_tokens`, compiled). This module only batches, evaluates and collects.
+`extract_features` takes any `encode_fn(images (B, H, W, 3) mx.array) -> (B, D) mx.array`;
+`make_pooled_encoder` builds the standard one: the frozen target encoder + `level_features`, compiled.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import mlx.core as mx
@@ -63,29 +62,38 @@ def extract_features(encode_fn: Callable[[mx.array], mx.array], batches: Iterabl
     return np.concatenate(feats)[:n], np.concatenate(labels)[:n], np.concatenate(ids)[:n]
 
 
-def pooled_tokens(tokens: mx.array, grid: tuple[int, int], level: int = 0) -> mx.array:
-    """Image features = mean over all tokens of one hierarchy level: (B, N, D) -> (B, D).
+def level_features(tokens: mx.array, grid: tuple[int, int], level: int = 0) -> mx.array:
+    """Image features of hierarchy level `level` from the level-0 patch tokens: (B, H*W, D) -> (B, D).
 
-    `level` does not pool anything here: the caller passes the tokens *of* that level (level 0: the
-    H x W patch tokens; level l: the ceil(H/2^l) x ceil(W/2^l) cell tokens the model produced for it),
-    and this checks that N matches that grid. Why not derive level-l features by re-pooling level-0
-    tokens? Plain averaging of averages gives back the level-0 mean, so every level would be identical.
-
-    Args:
-      tokens: (B, N, D) tokens of level `level`.
-      grid: (H, W) patch grid of level 0.
-      level: hierarchy level of `tokens` (0 = patches).
+    Level 0: the mean of all patch tokens. Level l > 0: the mean of the tokens inside each 2^l x 2^l cell
+    of the patch grid (cells cut by the grid edge average the patches they hold), each cell mean
+    L2-normalised, then the mean over cells - so every region counts equally, as at level l of the loss
+    with normalize_embeddings. (Without the normalisation, a mean of cell means would be the level-0 mean
+    again on grids the cells divide.)
     """
-    h, w = math.ceil(grid[0] / 2 ** level), math.ceil(grid[1] / 2 ** level)
-    if tokens.ndim != 3 or tokens.shape[1] != h * w:
-        raise ValueError(f"level {level} of a {grid[0]}x{grid[1]} grid has {h}x{w}={h * w} tokens; "
-                         f"got tokens of shape {tuple(tokens.shape)}")
-    return tokens.mean(axis=1)
+    from hjepa_mlx.models.hierarchy import level_grid
+
+    b, n, d = tokens.shape
+    h, w = grid
+    if n != h * w:
+        raise ValueError(f"a {h}x{w} patch grid has {h * w} tokens; got tokens of shape {tuple(tokens.shape)}")
+    if level == 0:
+        return tokens.mean(axis=1)
+    hl, wl = level_grid(grid, level)
+    s = 2 ** level
+    padded = mx.pad(tokens.reshape(b, h, w, d), [(0, 0), (0, hl * s - h), (0, wl * s - w), (0, 0)])
+    inside = mx.pad(mx.ones((1, h, w, 1)), [(0, 0), (0, hl * s - h), (0, wl * s - w), (0, 0)])
+    sums = padded.reshape(b, hl, s, wl, s, d).sum(axis=(2, 4))
+    cells = sums / inside.reshape(1, hl, s, wl, s, 1).sum(axis=(2, 4))
+    cells = cells / mx.maximum(mx.linalg.norm(cells, axis=-1, keepdims=True), 1e-6)
+    return cells.reshape(b, hl * wl, d).mean(axis=1)
 
 
-def make_pooled_encoder(model, target_params):
-    """Compiled images -> mean over patch tokens of the (frozen) target encoder, after its layer norm.
-    (Used by the in-training k-NN; `model.encode_target(params, images) -> (B, N, D)`.)"""
+def make_pooled_encoder(model, target_params, level: int = 0):
+    """Compiled images -> `level_features` of the (frozen) target encoder's tokens after its affine-free
+    layer norm. (`model.encode_target(params, images) -> (B, N, D)`; `model._grid` its patch grid.)"""
+    grid = model._grid
+
     def encode(images):
-        return model.encode_target(target_params, images).mean(axis=1)
+        return level_features(model.encode_target(target_params, images), grid, level)
     return mx.compile(encode)

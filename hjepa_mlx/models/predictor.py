@@ -12,11 +12,9 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from hjepa_mlx.errors import UserError
+from hjepa_mlx.models.init import ijepa_init, trunc_normal
 from hjepa_mlx.models.posemb import grid_positions, sincos_2d
 from hjepa_mlx.models.vit import LN_EPS, Block, check_widths, run_blocks
-
-MASK_TOKEN_STD = 0.02   # I-JEPA: trunc_normal_(mask_token, std=0.02)
-
 
 class Predictor(nn.Module):
     """The I-JEPA predictor.
@@ -25,7 +23,8 @@ class Predictor(nn.Module):
     mlp_ratio, qkv_bias: of the predictor blocks. dropout: must be 0 - dropout inside the compiled step
     would need an explicit PRNG key per call, which is not implemented (raises UserError otherwise).
     use_fused_attention, use_layerscale, layerscale_init, use_rope, rope_theta, use_checkpoint,
-    activation: as `ViTEncoder`. The mask token is drawn from the global MLX RNG at construction.
+    activation: as `ViTEncoder`. The mask token and weights (I-JEPA's init, `hjepa_mlx.models.init`) are
+    drawn from the global MLX RNG at construction.
     """
 
     def __init__(self, *, grid: tuple[int, int], encoder_dim: int, predictor_dim: int, depth: int,
@@ -42,13 +41,14 @@ class Predictor(nn.Module):
         self._grid = tuple(grid)
         self.embed = nn.Linear(encoder_dim, predictor_dim)
         self._pos = sincos_2d(predictor_dim, *self._grid)   # constant, not a parameter
-        self.mask_token = MASK_TOKEN_STD * mx.random.truncated_normal(-2.0, 2.0, (predictor_dim,))
+        self.mask_token = trunc_normal((predictor_dim,))            # I-JEPA: trunc_normal_(std=0.02)
         self.blocks = [Block(predictor_dim, num_heads, mlp_ratio, qkv_bias, use_fused_attention,
                              use_layerscale, layerscale_init, activation, rope_theta) for _ in range(depth)]
         self.norm = nn.LayerNorm(predictor_dim, eps=LN_EPS)
         self.proj = nn.Linear(predictor_dim, encoder_dim)
         self._use_rope = use_rope
         self._checkpoint = use_checkpoint
+        ijepa_init(self)
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from mlx.nn.utils import checkpoint
 
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.models.attention import Attention
+from hjepa_mlx.models.init import ijepa_init
 from hjepa_mlx.models.posemb import grid_positions, sincos_2d
 
 LN_EPS = 1e-6   # timm / I-JEPA ViT LayerNorm epsilon
@@ -122,6 +123,7 @@ class ViTEncoder(nn.Module):
     mlp_ratio, qkv_bias, use_fused_attention (fast kernels for attention and RoPE, else the reference
     formulas), use_layerscale, layerscale_init, use_rope (2-D RoPE on q, k), rope_theta,
     use_checkpoint (recompute block activations in backward), activation (MLP activation key).
+    Weights start as I-JEPA's (`hjepa_mlx.models.init`), drawn from the global MLX RNG.
     """
 
     def __init__(self, *, patch_size: int, image_size: int, embed_dim: int, depth: int, num_heads: int,
@@ -141,6 +143,7 @@ class ViTEncoder(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
         self._use_rope = use_rope
         self._checkpoint = use_checkpoint
+        ijepa_init(self)
 
     @property
     def grid(self) -> tuple[int, int]:
