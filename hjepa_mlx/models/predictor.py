@@ -16,6 +16,7 @@ from hjepa_mlx.models.init import ijepa_init, trunc_normal
 from hjepa_mlx.models.posemb import grid_positions, sincos_2d
 from hjepa_mlx.models.vit import LN_EPS, Block, check_widths, run_blocks
 
+
 class Predictor(nn.Module):
     """The I-JEPA predictor.
 
