@@ -77,11 +77,11 @@ def evaluate(args) -> dict:
         raise UserError(f"--level {args.level}: this model has levels 0..{config.model.num_hierarchies - 1}")
     plan = make_plan(config)
     model = build_model(config, plan, quiet=True)
-    template = init_state(model, config.experiment.seed)
-    trained, _ = CheckpointManager(ckpt.parent).load(ckpt, template)
     # The baseline: the same architecture at random init - exactly the weights this run started from
     # (build_model seeds the RNG with experiment.seed), so the comparison isolates what training changed.
-    baseline = init_state(build_model(config, plan, quiet=True), config.experiment.seed)
+    # It doubles as the template for loading, which builds a new tree and leaves it untouched.
+    baseline = init_state(model, config.experiment.seed)
+    trained, _ = CheckpointManager(ckpt.parent).load(ckpt, baseline)
 
     k_values = tuple(config.evaluation.knn.k_values)
     payload = {"checkpoint": str(ckpt), "step": meta.get("step"), "level": args.level, "protocols": protocols,
