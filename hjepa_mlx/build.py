@@ -12,7 +12,7 @@ import mlx.core as mx
 
 from hjepa_mlx.config.rules import prediction_kind, vicreg_enabled
 from hjepa_mlx.config.schema import Config
-from hjepa_mlx.plan import Plan
+from hjepa_mlx.plan import Plan, holdout_count
 
 
 # ---------------------------------------------------------------- model
@@ -22,6 +22,7 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False):
     from hjepa_mlx.models.hjepa import HJEPAModel
     from hjepa_mlx.models.precision import compute_dtype
     from hjepa_mlx.models.predictor import Predictor
+    from hjepa_mlx.models.projector import Expander
     from hjepa_mlx.models.vit import ViTEncoder
 
     m = config.model
@@ -45,13 +46,18 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False):
     if m.fpn.use_fpn:
         fpn = FPN(num_levels=m.num_hierarchies, in_dim=spec.embed_dim, feature_dim=m.fpn.feature_dim,
                   fusion=m.fpn.fusion_method)
+    expander = None
+    vicreg = config.loss.vicreg
+    if vicreg_enabled(config) and vicreg.projector == "expander":
+        expander = Expander(spec.embed_dim, vicreg.expander_dim)
     dtype, message = compute_dtype(config.training.use_amp, mx.default_device())
     if message and not quiet:
         print(message)
     return HJEPAModel(encoder=encoder(checkpointing), target_encoder=encoder(False), predictor=predictor,
                       fpn=fpn, grid=plan.grid, num_levels=m.num_hierarchies,
                       normalize_embeddings=config.loss.normalize_embeddings,
-                      loss_settings=loss_settings(config), two_views=plan.two_views, compute_dtype=dtype)
+                      loss_settings=loss_settings(config), two_views=plan.two_views, compute_dtype=dtype,
+                      vicreg_projector=vicreg.projector, expander=expander)
 
 
 def loss_settings(config: Config):
@@ -92,7 +98,16 @@ def step_settings(config: Config, plan: Plan):
         weight_decay=t.weight_decay, weight_decay_end=t.weight_decay_end, betas=tuple(t.betas),
         clip_grad=t.clip_grad, accumulation_steps=t.accumulation_steps,
         ema_start=config.model.ema.momentum, ema_end=config.model.ema.momentum_end,
-        ema_warmup_steps=config.model.ema.momentum_warmup_epochs * per_epoch)
+        ema_warmup_steps=plan.ema_warmup_steps)
+
+
+def collapse_settings(config: Config):
+    from hjepa_mlx.collapse import CollapseSettings
+
+    lg = config.logging
+    return CollapseSettings(frequency=lg.collapse_frequency, probe_images=lg.collapse_probe_images,
+                            rank_fraction=lg.collapse_rank_fraction, std_threshold=lg.collapse_std_threshold,
+                            patience=lg.collapse_patience, stop=config.training.stop_on_collapse)
 
 
 # ---------------------------------------------------------------- data
@@ -103,6 +118,7 @@ class Loaders:
     val: object            # BatchLoader over held-out images, same views, no shuffling randomness needed
     knn_train: list        # [(name, BatchLoader)] labelled train splits, eval transform
     knn_val: list          # [(name, BatchLoader)] labelled test splits, eval transform
+    probe: object = None   # BatchLoader over the held-out images, eval transform (the collapse alarm's probe set)
 
 
 def transform_spec(config: Config):
@@ -138,6 +154,7 @@ def _dataset(config: Config, name: str, root: str, split: str):
 
 
 def build_loaders(config: Config, plan: Plan) -> Loaders:
+    from hjepa_mlx.data.holdout import split_holdout
     from hjepa_mlx.data.loader import BatchLoader
     from hjepa_mlx.data.multi import MultiDataset
     from hjepa_mlx.data.transforms import make_eval_transform, make_train_transform
@@ -145,11 +162,13 @@ def build_loaders(config: Config, plan: Plan) -> Loaders:
     d = config.data
     seed = config.experiment.seed
     entries = _entries(config)
-    train_sets = [_dataset(config, n, p, "train") for n, p, _ in entries]
-    val_sets = [_dataset(config, n, p, "val") for n, p, _ in entries]
+    full_train = [_dataset(config, n, p, "train") for n, p, _ in entries]
+    # Validation: images held out of each training split (every dataset represented), never the test split.
+    splits = [split_holdout(ds, holdout_count(config), seed) for ds in full_train]
+    train_sets, val_sets = [t for t, _ in splits], [v for _, v in splits]
     views = 2 if plan.two_views else 1
     train_tf = make_train_transform(transform_spec(config), d.image_size)
-    eval_tf = make_eval_transform(d.image_size)
+    eval_tf = make_eval_transform(d.image_size, d.eval_crop_fraction)
     if len(train_sets) > 1:
         train = MultiDataset(train_sets, [w for _, _, w in entries], d.sampling_strategy)
         val = MultiDataset(val_sets, [w for _, _, w in entries], "concat")
@@ -162,14 +181,16 @@ def build_loaders(config: Config, plan: Plan) -> Loaders:
         train=BatchLoader(train, d.batch_size, train_tf, views=views, seed=seed, num_workers=d.num_workers),
         val=BatchLoader(val, d.batch_size, eval_tf if views == 1 else train_tf, views=views, seed=seed + 1,
                         num_workers=d.num_workers, shuffle=False),
-        knn_train=[], knn_val=[])
+        knn_train=[], knn_val=[],
+        probe=BatchLoader(val, d.batch_size, eval_tf, seed=seed, num_workers=d.num_workers, shuffle=False))
     if config.evaluation.knn.enabled:
-        for (name, path, _), tr, te in zip(entries, train_sets, val_sets):
+        for (name, path, _), tr in zip(entries, full_train):
             labelled_train = tr if name != "stl10" else _dataset(config, name, path, "train_labelled")
+            test = _dataset(config, name, path, "val")
             # evaluation sees every image: keep the last partial batch (one extra trace of the encoder)
             loaders.knn_train.append((name, BatchLoader(labelled_train, d.batch_size, eval_tf, seed=seed, drop_last=False,
                                                         num_workers=d.num_workers, shuffle=False)))
-            loaders.knn_val.append((name, BatchLoader(te, d.batch_size, eval_tf, seed=seed, drop_last=False,
+            loaders.knn_val.append((name, BatchLoader(test, d.batch_size, eval_tf, seed=seed, drop_last=False,
                                                       num_workers=d.num_workers, shuffle=False)))
     return loaders
 

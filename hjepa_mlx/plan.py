@@ -41,6 +41,9 @@ class Plan:
     total_steps: int | None
     two_views: bool
     loss_terms: tuple[str, ...]
+    val_holdout: int = 0             # validation images held out of each dataset's training split
+    ema_warmup_steps: int | None = None
+    ema: tuple = ()                  # (label, step, 1 - momentum) at the start, end of warm-up, last step
 
 
 def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
@@ -50,14 +53,24 @@ def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
     else:
         entries = [(data.dataset, data.data_path, 1.0)]
     plans = []
+    held = holdout_count(config)
     for name, path, weight in entries:
         split = SSL_TRAIN_SPLIT.get(name, "train")
         if name == "synthetic":
             size, nominal = data.synthetic.num_train, False
         else:
             size, nominal = NOMINAL_TRAIN_SIZES.get(name), True
+        if size is not None:
+            size = max(size - held, 0)      # the validation hold-out is not trained on
         plans.append(DatasetPlan(name, path, weight, split, size, nominal))
     return tuple(plans)
+
+
+def holdout_count(config: Config) -> int:
+    """Validation images held out of each dataset's training split: data.val_holdout rounded up to whole
+    batches (the validation pass then has fixed shapes and sees every held-out image)."""
+    b = config.data.batch_size
+    return -(-config.data.val_holdout // b) * b
 
 
 def loss_terms(config: Config) -> tuple[str, ...]:
@@ -66,8 +79,10 @@ def loss_terms(config: Config) -> tuple[str, ...]:
              f"level(s), weights {list(loss.hierarchy_weights)}"]
     if vicreg_enabled(config):
         v = loss.vicreg
+        on = {"none": "pooled context tokens", "layernorm": "affine-free normalised context tokens, pooled",
+              "expander": f"expander {v.expander_dim}-{v.expander_dim}-{v.expander_dim} on pooled context tokens"}
         terms.append(f"{loss.vicreg_weight:g} x VICReg (sim {v.sim_coeff:g}, std {v.std_coeff:g}, "
-                     f"cov {v.cov_coeff:g})")
+                     f"cov {v.cov_coeff:g}) on the {on[v.projector]}")
     if loss.use_contrastive:
         terms.append(f"{loss.contrastive_weight:g} x NT-Xent (T {loss.contrastive_temperature:g}, "
                      f"{'context' if loss.contrastive_on_context else 'context vs target'} features)")
@@ -106,7 +121,21 @@ def make_plan(config: Config, *, output_dir: str | None = None,
         encoder=spec, image_size=size, grid=grid, datasets=plans, images_per_epoch=images,
         batch_size=config.data.batch_size, accumulation_steps=t.accumulation_steps,
         steps_per_epoch=steps, total_steps=total, two_views=needs_two_views(config),
-        loss_terms=loss_terms(config))
+        loss_terms=loss_terms(config), val_holdout=holdout_count(config),
+        ema_warmup_steps=None if steps is None else config.model.ema.momentum_warmup_epochs * steps,
+        ema=() if total is None else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total))
+
+
+def ema_milestones(config: Config, warmup_steps: int, total_steps: int) -> tuple:
+    """(label, step, 1 - momentum) of the EMA schedule at step 0, the end of its warm-up and the run's last step
+    (the rate, because a momentum within 1e-8 of 1 prints as 1.000000)."""
+    from hjepa_mlx.schedules import ema_rate_at
+
+    e = config.model.ema
+    points = [("start", 0), ("end of warm-up", min(warmup_steps, total_steps - 1)), ("last step", total_steps - 1)]
+    return tuple((label, step, float(ema_rate_at(step, start=e.momentum, end=e.momentum_end,
+                                                 warmup_steps=warmup_steps, total_steps=total_steps).item()))
+                 for label, step in points)
 
 
 def describe_plan(plan: Plan) -> str:
@@ -126,6 +155,10 @@ def describe_plan(plan: Plan) -> str:
         lines.append(f"steps         : {plan.steps_per_epoch:,} per epoch, {plan.total_steps:,} in total")
     else:
         lines.append("steps         : known once the dataset is read")
+    lines.append(f"validation    : {plan.val_holdout:,} training images held out per dataset (not trained on)")
+    if plan.ema:
+        lines.append("EMA momentum  : " + ", ".join(f"1 - {r:.3g} at {label} (step {step:,})"
+                                                    for label, step, r in plan.ema))
     for i, term in enumerate(plan.loss_terms):
         lines.append(f"{'loss' if i == 0 else '':14}: {'+ ' if i else ''}{term}")
     return "\n".join(lines)

@@ -12,9 +12,12 @@ Shapes of the three schedules (step counts optimizer steps; `total_steps` is the
   final_lr.)
 - weight decay: constant `start`, or, when `end` is given, cosine from `start` at step 0 to `end` at
   `total_steps` (I-JEPA raises it 0.04 -> 0.4), held after.
-- EMA momentum: linear from `start` to `end`. With `warmup_steps > 0` (config
-  `model.ema.momentum_warmup_epochs`) the ramp lasts `warmup_steps` and the momentum is then held at
-  `end`; with `warmup_steps == 0` the ramp spans the whole run, as I-JEPA's 0.996 -> 1.0.
+- EMA momentum: held at `start` for `warmup_steps` (config `model.ema.momentum_warmup_epochs`, the
+  original H-JEPA's meaning), then linear to `end`, reached at `total_steps` (the step after the run's
+  last), so the target keeps moving until the end: every executed step has momentum < `end` when
+  start < end. `warmup_steps == 0` is I-JEPA's schedule, linear start -> end over the whole run.
+  (An earlier version ramped over the warm-up and then held `end`: at 1.0 the target froze for ~80 % of
+  the seed configs' steps.)
 
 Endpoints are exact (the float32 of the requested value), every ramp is monotone, and values keep
 float32 relative precision even near a small endpoint (see `_ramp`). The cosine is written
@@ -107,9 +110,18 @@ def weight_decay_at(step, *, start: float, end: float | None = None, total_steps
 
 
 def ema_momentum_at(step, *, start: float, end: float, warmup_steps: int, total_steps: int) -> mx.array:
-    """EMA momentum of the target encoder at `step`: linear start -> end over `warmup_steps` then held
-    at `end`; `warmup_steps == 0` ramps over the whole run (`total_steps`), as I-JEPA.
+    """EMA momentum of the target encoder at `step`: `start` for the first `warmup_steps` steps, then linear
+    to `end` at `total_steps` (held after). A warm-up that covers the whole run holds `start` throughout.
     step: int32 scalar array or int."""
     _check_steps(warmup_steps, total_steps)
-    length = warmup_steps if warmup_steps > 0 else total_steps
-    return _ramp(start, end, _as_step(step), 0, length, "linear")
+    warm = min(warmup_steps, total_steps)
+    return _ramp(start, end, _as_step(step), warm, total_steps - warm, "linear")
+
+
+def ema_rate_at(step, *, start: float, end: float, warmup_steps: int, total_steps: int) -> mx.array:
+    """1 - `ema_momentum_at(...)`, computed as its own ramp (1 - start -> 1 - end) so that it keeps float32
+    relative precision where the momentum is within an ulp of 1 (e.g. 1.2e-8 at the last of 434,475 steps
+    of 0.996 -> 1.0, where the float32 momentum would read exactly 1.0). step: int32 scalar array or int."""
+    _check_steps(warmup_steps, total_steps)
+    warm = min(warmup_steps, total_steps)
+    return _ramp(1.0 - start, 1.0 - end, _as_step(step), warm, total_steps - warm, "linear")

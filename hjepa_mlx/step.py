@@ -15,7 +15,7 @@ import mlx.core as mx
 from mlx.utils import tree_map
 
 from hjepa_mlx import optim, schedules
-from hjepa_mlx.models.ema import ema_update
+from hjepa_mlx.models.ema import ema_update_rate
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ def wd_at(s: StepSettings, step):
 def momentum_at(s: StepSettings, step):
     return schedules.ema_momentum_at(step, start=s.ema_start, end=s.ema_end, warmup_steps=s.ema_warmup_steps,
                                      total_steps=s.total_steps)
+
+
+def ema_rate_at(s: StepSettings, step):
+    return schedules.ema_rate_at(step, start=s.ema_start, end=s.ema_end, warmup_steps=s.ema_warmup_steps,
+                                 total_steps=s.total_steps)
 
 
 class TraceCounter:
@@ -98,7 +103,8 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True):
         new_params, new_opt = optim.adamw_update(state["params"], grads, state["opt"], lr=lr, weight_decay=wd,
                                                  betas=settings.betas, decay_mask=decay)
         momentum = momentum_at(settings, step)
-        new_target = ema_update(state["target"], new_params["encoder"], momentum)
+        # once per optimizer step, after AdamW, with the rate 1 - momentum (exact near momentum 1)
+        new_target = ema_update_rate(state["target"], new_params["encoder"], ema_rate_at(settings, step))
 
         skipped = mx.logical_not(finite)
         new_state = {

@@ -12,7 +12,9 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from hjepa_mlx.build import (build_loaders, build_mask_plan, build_model, step_settings, train_dataset_sizes)
+from hjepa_mlx.build import (build_loaders, build_mask_plan, build_model, collapse_settings, step_settings,
+                             train_dataset_sizes)
+from hjepa_mlx.collapse import CollapseMonitor, probe_batches
 from hjepa_mlx.checkpoint import CheckpointManager
 from hjepa_mlx.config import LoadedConfig, dump_yaml
 from hjepa_mlx.diagnostics import attention_heatmap, dataset_counts, gradient_histograms, mask_image
@@ -109,6 +111,8 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
     lg = config.logging
     dataset_names = [d.name for d in getattr(loaders.train.dataset, "datasets", [loaders.train.dataset])]
     grad_fn = make_grad_fn(model) if lg.log_gradients else None
+    alarm = collapse_settings(config)
+    monitor = CollapseMonitor(alarm, model, probe_batches(loaders.probe, alarm.probe_images) if alarm.frequency else [])
     with StopRequested() as stop:
         for epoch in range(start_epoch, config.training.epochs):
             batches = loaders.train.epoch(epoch, start_batch=start_batch * k)
@@ -139,6 +143,18 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                     logger.log_line(progress.format(epoch, batch_in_epoch + 1, scalars, elapsed,
                                                     batch_in_epoch + 1 - start_batch))
                     log_diagnostics(lg, model, state, host, masks, plan, logger, step_no + 1, grad_fn)
+                if monitor.due(step_no + 1):
+                    collapse, warning = monitor.check(step_no + 1, state["target"])
+                    logger.log_scalars(step_no + 1, collapse, epoch=epoch)
+                    if warning:
+                        logger.log_line(("stopping: " if monitor.should_stop else "warning: ") + warning)
+                    if monitor.should_stop:
+                        manager.save(state, _metadata(config, plan, epoch, batch_in_epoch + 1, step_no + 1, best),
+                                     epoch=epoch)
+                        logger.log_line(f"training.stop_on_collapse: saved a checkpoint at step {step_no + 1} "
+                                        f"in {run_dir / 'checkpoints'}")
+                        logger.close()
+                        return 3
                 if stop.signal:
                     manager.save(state, _metadata(config, plan, epoch, batch_in_epoch + 1, step_no + 1, best),
                                  epoch=epoch)
@@ -196,11 +212,10 @@ def log_diagnostics(lg, model, state, host, masks, plan, logger, step: int, grad
 
 
 def _validation_loss(eval_step, state, loaders, mask_plan, config, plan) -> float:
-    """Mean training loss on held-out images with fixed masks (seeded by the batch index, not the step)."""
+    """Mean training loss over every held-out image (data.val_holdout per dataset), with fixed masks and
+    views (seeded by the batch index, not the step), so values at different steps are comparable."""
     losses = []
     for i, host in enumerate(loaders.val.epoch(0)):
-        if i >= config.evaluation.val_batches:
-            break
         masks = sample_masks(mask_plan, config.data.batch_size, config.experiment.seed + 1, i, 0)
         micro = {key: value[0] for key, value in device_batch([host], [masks], plan.two_views).items()}
         metrics = eval_step(state, micro)

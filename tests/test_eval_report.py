@@ -40,3 +40,11 @@ def test_write_json_converts_numpy_and_non_finite_values(tmp_path):
     assert json.loads(path.read_text()) == {"rows": {"trained": {"1": 0.5, "flag": True, "nan": None}},
                                             "k": [1, 5], "arr": [0, 1, 2]}
     assert list(tmp_path.joinpath("sub").iterdir()) == [path]        # no temp file left behind
+
+
+def test_raw_pixel_floor_is_a_second_baseline_with_its_own_difference():
+    text = format_report({"raw-pixels": {"knn": 0.33}, "trained": {"knn": 0.5}, "random-init": {"knn": 0.25}})
+    header, _, row = text.splitlines()
+    assert header.split() == ["metric", "trained", "random-init", "raw-pixels", "trained", "-", "random-init",
+                              "trained", "-", "raw-pixels"]
+    assert row.split() == ["knn", "0.5", "0.25", "0.33", "0.25", "0.17"]

@@ -31,10 +31,10 @@ def test_evaluate_reports_trained_and_random_init(run_dir, capsys):
     assert evaluate_main([str(run_dir), "--protocol", "knn,linear,quality", "--max-train", "32",
                           "--max-test", "16", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
-    assert "trained" in out and "random-init" in out
+    assert "trained" in out and "random-init" in out and "raw-pixels" in out
     payload = json.loads((run_dir / "eval.json").read_text())
     rows = payload["datasets"]["synthetic"]
-    assert set(rows) == {"trained", "random-init"}
+    assert set(rows) == {"trained", "random-init", "raw-pixels"}
     for row in rows.values():
         assert 0.0 <= row["knn_top1_k1"] <= 1.0 and 0.0 <= row["linear_top1"] <= 1.0 and row["rankme"] > 0
 

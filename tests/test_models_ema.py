@@ -50,3 +50,14 @@ def test_ema_is_pure():
     ema_update(target, online, 0.5)
     for k, v in _flat(target).items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_rate_form_equals_momentum_form():
+    from hjepa_mlx.models.ema import ema_update_rate
+    rng = np.random.default_rng(3)
+    t = {"w": mx.array(rng.standard_normal((4, 5)).astype(np.float32))}
+    o = {"w": mx.array(rng.standard_normal((4, 5)).astype(np.float32))}
+    for m in (0.0, 0.5, 0.996, 1.0):
+        a = ema_update(t, o, m)["w"]
+        b = ema_update_rate(t, o, 1.0 - m)["w"]
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=0, atol=1e-6)

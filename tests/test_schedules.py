@@ -120,16 +120,41 @@ def test_weight_decay_constant_and_cosine():
 
 
 def np_momentum(step, start, end, warm, total):
-    length = warm if warm > 0 else total
-    return start + (end - start) * min(step / length, 1.0)
+    if step <= warm:
+        return start
+    return start + (end - start) * min((step - warm) / (total - warm), 1.0)
 
 
 @pytest.mark.parametrize("warm", [0, 20])
-def test_ema_momentum_linear_ramp_then_held(warm):
+def test_ema_momentum_held_then_linear_to_the_last_step(warm):
     got = values(schedules.ema_momentum_at, start=0.996, end=1.0, warmup_steps=warm, total_steps=TOTAL)
     np.testing.assert_allclose(got, [np_momentum(s, 0.996, 1.0, warm, TOTAL) for s in STEPS], rtol=0, atol=1e-7)
-    end_of_ramp = warm if warm else TOTAL
-    assert got[0] == np.float32(0.996)
-    assert np.all(got[end_of_ramp:] == 1.0)        # exactly 1.0: the EMA update is then the identity
-    assert np.all(got[:end_of_ramp] < 1.0)
+    assert np.all(got[:warm + 1] == np.float32(0.996))
+    assert np.all(got[:TOTAL] < 1.0)               # the target moves on every step of the run ...
+    assert np.all(got[TOTAL:] == 1.0)              # ... and 1.0 (the identity update) only after it
     assert np.all(np.diff(got) >= 0)
+
+
+def test_ema_momentum_hand_table():
+    """Seed-style schedule worked by hand: 0.996 held for 10 of 40 steps, then +0.004/30 per step to 1.0."""
+    table = {0: 0.996, 10: 0.996, 11: 0.996 + 0.004 / 30, 25: 0.998, 39: 1.0 - 0.004 / 30, 40: 1.0}
+    for step, want in table.items():
+        got = schedules.ema_momentum_at(step, start=0.996, end=1.0, warmup_steps=10, total_steps=40).item()
+        assert got == pytest.approx(want, abs=1e-7), step
+
+
+def test_ema_momentum_warmup_longer_than_run_holds_start():
+    got = values(schedules.ema_momentum_at, start=0.99, end=1.0, warmup_steps=10 * TOTAL, total_steps=TOTAL)
+    assert np.all(got[:TOTAL] == np.float32(0.99))
+
+
+def test_ema_rate_is_one_minus_momentum_with_relative_precision():
+    """The rate 1 - momentum, as its own ramp: positive on every step of a long seed-sized run (where the
+    float32 momentum rounds to 1.0) and within float32 relative precision of the float64 formula."""
+    total, warm = 434_475, 96_550
+    steps = np.array([0, warm, warm + 1, total // 2, total - 2, total - 1, total])
+    got = values(schedules.ema_rate_at, steps, start=0.996, end=1.0, warmup_steps=warm, total_steps=total)
+    want = np.array([1.0 - np_momentum(int(s), 0.996, 1.0, warm, total) for s in steps])
+    np.testing.assert_allclose(got[:-1], want[:-1], rtol=1e-5)
+    assert np.all(got[:-1] > 0) and got[-1] == 0.0
+    assert got[-2] == pytest.approx(0.004 / (total - warm), rel=1e-5)

@@ -230,8 +230,9 @@ def _write_imagenet100(root: Path):
 SEED_TINY = ["data.image_size=32", "model.encoder_type=vit_small_patch16_32", "model.num_hierarchies=2",
              "model.predictor.depth=1", "data.batch_size=4", "data.num_workers=0", "training.epochs=1",
              "training.warmup_epochs=0", "training.steps_per_epoch=2", "masking.num_masks=1", "masking.min_keep=1",
-             "masking.mask_scale=[0.2, 0.3]", "evaluation.val_batches=1", "evaluation.knn.max_train_images=8",
-             "evaluation.knn.max_val_images=8", "model.mlp_activation=relu"]
+             "masking.mask_scale=[0.2, 0.3]", "evaluation.knn.max_train_images=8",
+             "evaluation.knn.max_val_images=8", "model.mlp_activation=relu", "data.val_holdout=4",
+             "logging.collapse_frequency=1", "logging.collapse_probe_images=4"]
 
 
 @pytest.mark.parametrize("name", ["overnight_safe", "overnight_training_conservative", "overnight_training_aggressive"])
@@ -260,3 +261,4 @@ def test_seed_config_runs_end_to_end_on_tiny_files(name, tmp_path):
     assert (b"attention" in events) == logging.log_attention
     assert (b"gradients/encoder" in events) == logging.log_gradients
     assert ("dataset_samples/" in metrics) == logging.log_dataset_distribution
+    assert '"rankme"' in metrics and '"feature_std"' in metrics       # the collapse alarm's checks

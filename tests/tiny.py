@@ -6,4 +6,4 @@ TINY_MODEL = ["data.image_size=32", "model.encoder_type=vit_tiny_patch8_32", "mo
               "model.predictor.depth=1", "model.predictor.num_heads=3", "masking.num_masks=2",
               "masking.min_keep=2", "masking.mask_scale=[0.1, 0.15]", "model.mlp_activation=relu"]
 
-TINY_RUN = TINY_MODEL + ["data.num_workers=0", "evaluation.knn.enabled=false", "evaluation.val_batches=1"]
+TINY_RUN = TINY_MODEL + ["data.num_workers=0", "evaluation.knn.enabled=false", "data.val_holdout=1"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from hjepa_mlx import blas
 from hjepa_mlx.errors import UserError
 
-PROTOCOLS = ("knn", "linear", "quality")
+from hjepa_mlx.evaluate.protocols import PROTOCOLS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,14 +50,12 @@ def _checkpoint_path(target: Path) -> tuple[Path, Path]:
 
 
 def evaluate(args) -> dict:
-    import mlx.core as mx
-
     from hjepa_mlx.build import build_model
     from hjepa_mlx.checkpoint import CheckpointManager
     from hjepa_mlx.config import load_config
     from hjepa_mlx.evaluate.datasets import labelled_loaders
-    from hjepa_mlx.evaluate.features import extract_features, make_pooled_encoder
-    from hjepa_mlx.evaluate.knn import knn_accuracy
+    from hjepa_mlx.evaluate.features import make_pooled_encoder
+    from hjepa_mlx.evaluate.protocols import compare_encoders, pixel_encoder
     from hjepa_mlx.evaluate.report import format_report, write_json
     from hjepa_mlx.plan import make_plan
     from hjepa_mlx.state import init_state
@@ -83,30 +81,18 @@ def evaluate(args) -> dict:
     baseline = init_state(model, config.experiment.seed)
     trained, _ = CheckpointManager(ckpt.parent).load(ckpt, baseline)
 
-    k_values = tuple(config.evaluation.knn.k_values)
     payload = {"checkpoint": str(ckpt), "step": meta.get("step"), "level": args.level, "protocols": protocols,
                "datasets": {}}
     for name, train_loader, test_loader in labelled_loaders(config, args.dataset, args.data_path, args.batch_size):
-        results = {}
-        for row, state in (("trained", trained), ("random-init", baseline)):
-            encode = make_pooled_encoder(model, state["target"], args.level)
-            tx, ty, _ = extract_features(encode, train_loader.epoch(0), max_images=args.max_train)
-            vx, vy, _ = extract_features(encode, test_loader.epoch(0), max_images=args.max_test)
-            metrics = {}
-            if "knn" in protocols:
-                acc = knn_accuracy(tx, ty, vx, vy, k_values=k_values, temperature=config.evaluation.knn.temperature)
-                metrics.update({f"knn_top1_k{k}": v for k, v in acc.items()})
-            if "linear" in protocols:
-                from hjepa_mlx.evaluate.linear_probe import linear_probe
-                probe = linear_probe(tx, ty, vx, vy, seed=config.experiment.seed)
-                metrics.update({"linear_top1": probe["test_top1"], "linear_lr": probe["lr"]})
-            if "quality" in protocols:
-                from hjepa_mlx.evaluate.quality import feature_quality
-                metrics.update(feature_quality(vx))
-            results[row] = metrics
-            mx.clear_cache()
-        print(f"\n{name}: {len(ty)} train / {len(vy)} test images, level {args.level}, checkpoint {ckpt} "
-              f"(step {meta.get('step')})")
+        encoders = {"trained": make_pooled_encoder(model, trained["target"], args.level),
+                    "random-init": make_pooled_encoder(model, baseline["target"], args.level),
+                    "raw-pixels": pixel_encoder()}
+        results = compare_encoders(encoders, train_loader, test_loader, protocols,
+                                   k_values=tuple(config.evaluation.knn.k_values),
+                                   temperature=config.evaluation.knn.temperature, seed=config.experiment.seed,
+                                   max_train=args.max_train, max_test=args.max_test)
+        print(f"\n{name}: {args.max_train} train / {args.max_test} test images at most, level {args.level}, "
+              f"checkpoint {ckpt} (step {meta.get('step')})")
         print(format_report(results, baseline_name="random-init"))
         payload["datasets"][name] = results
     out = Path(args.out) if args.out else run_dir / "eval.json"

@@ -23,6 +23,13 @@ ALIASES: dict[str, str] = {
 }
 
 
+# Keys this project had and removed, with what replaces them. A user's file that sets one is refused with
+# the reason; a resolved config saved by an older version (checkpoint metadata) loads without it.
+REMOVED: dict[str, str] = {
+    "evaluation.val_batches": "validation now uses every image held out by data.val_holdout; set that instead",
+}
+
+
 def canonical_path(path: str) -> str:
     """The canonical spelling of a dotted path (also for keys below an aliased section)."""
     for legacy, canonical in ALIASES.items():

@@ -305,7 +305,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, raw: dict
                 resolved: bool = False) -> LoadedConfig:
     """Read, alias, override, validate. `raw` passes a dict instead of a file (tests, checkpoint metadata);
     `resolved=True` marks it as a complete resolved config (see RESOLVED_HEADER)."""
-    from hjepa_mlx.config.aliases import canonical_path
+    from hjepa_mlx.config.aliases import REMOVED, canonical_path
     from hjepa_mlx.config.rules import check_rules
 
     source = str(path) if path is not None else "<config>"
@@ -314,9 +314,18 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, raw: dict
         with open(path, encoding="utf-8") as fh:
             resolved = fh.readline().rstrip("\n") == RESOLVED_HEADER
     tree = apply_aliases(raw, source)
+    removed_notes = []
+    for removed, why in REMOVED.items():
+        if _get(tree, removed, _MISSING) is not _MISSING:
+            if not resolved:
+                raise UserError(f"{source}: '{removed}' was removed: {why}")
+            _pop(tree, removed)
+            removed_notes.append(f"note: {source}: '{removed}' (removed key) ignored in this saved config: {why}")
     for text in overrides:
         key, value = parse_override(text)
         path = canonical_path(key)
+        if path in REMOVED:
+            raise UserError(f"--set {key}: '{path}' was removed: {REMOVED[path]}")
         valid = _all_paths(Config)
         if path not in valid:
             close = difflib.get_close_matches(path, valid, n=1, cutoff=0.6)
@@ -326,7 +335,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, raw: dict
     # A resolved file spells out every key, so "was this key written?" checks do not apply to it.
     provided = frozenset() if resolved else frozenset(_leaf_paths(tree))
     config = _build(Config, tree, "", source)
-    notes = check_rules(config, provided, source)
+    notes = removed_notes + check_rules(config, provided, source)
     return LoadedConfig(config=config, provided=provided, source=source, notes=tuple(notes))
 
 

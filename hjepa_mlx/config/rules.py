@@ -35,13 +35,16 @@ DEPENDENT_KEYS: list[tuple[str, Callable[[Config], bool], tuple[str, ...]]] = [
     ("model.use_layerscale", lambda c: c.model.use_layerscale, ("model.layerscale_init",)),
     ("data.transforms.strategy", lambda c: c.data.transforms.strategy == "deit3", ("data.transforms.deit3",)),
     ("evaluation.knn.enabled", lambda c: c.evaluation.knn.enabled,
-     ("evaluation.knn.k_values", "evaluation.knn.frequency", "evaluation.knn.temperature")),
+     ("evaluation.knn.k_values", "evaluation.knn.frequency", "evaluation.knn.temperature",
+      "evaluation.knn.metric_k")),
     ("data.use_multi_dataset", lambda c: not c.data.use_multi_dataset, ("data.data_path",)),
+    ("loss.vicreg.projector", lambda c: c.loss.vicreg.projector == "expander", ("loss.vicreg.expander_dim",)),
 ]
 
 # Loss keys are stricter than DEPENDENT_KEYS: the original project silently dropped VICReg and the run
 # collapsed, so a loss term's settings given while the term is off are an error, not a note.
-VICREG_KEYS = ("loss.vicreg_weight", "loss.vicreg.sim_coeff", "loss.vicreg.std_coeff", "loss.vicreg.cov_coeff")
+VICREG_KEYS = ("loss.vicreg_weight", "loss.vicreg.sim_coeff", "loss.vicreg.std_coeff", "loss.vicreg.cov_coeff",
+               "loss.vicreg.projector", "loss.vicreg.expander_dim")
 CONTRASTIVE_KEYS = ("loss.contrastive_weight", "loss.contrastive_temperature", "loss.use_cosine_similarity",
                     "loss.contrastive_on_context")
 
@@ -151,6 +154,10 @@ def _training_rules(config: Config, source: str) -> None:
     if ck.mode != wanted:
         raise UserError(f"{source}: checkpoint.metric '{ck.metric}' is better when it is "
                         f"{'higher' if wanted == 'max' else 'lower'}; set checkpoint.mode: {wanted}")
+    knn = config.evaluation.knn
+    if knn.enabled and knn.metric_k not in knn.k_values:
+        raise UserError(f"{source}: evaluation.knn.metric_k {knn.metric_k} is not one of evaluation.knn.k_values "
+                        f"{list(knn.k_values)}; the reported knn_top1 must be a k that is computed")
     if ck.metric == "knn_top1" and not config.evaluation.knn.enabled:
         raise UserError(f"{source}: checkpoint.metric 'knn_top1' needs evaluation.knn.enabled: true")
 

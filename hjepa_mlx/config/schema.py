@@ -61,6 +61,8 @@ class PredictorConfig:
 class EMAConfig:
     momentum: float = num(0.996, 0.0, 1.0)
     momentum_end: float = num(1.0, 0.0, 1.0)
+    # Held at `momentum` for this many epochs, then linear to `momentum_end` at the run's last step (the
+    # original H-JEPA's meaning); 0: linear over the whole run (I-JEPA). The target moves on every step.
     momentum_warmup_epochs: int = num(0, 0)
 
 
@@ -128,6 +130,12 @@ class DataConfig:
     pin_memory: bool = False
     transforms: TransformsConfig = TransformsConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    # Training images held out of each dataset for the validation loss (drawn by experiment.seed; rounded
+    # up to a multiple of batch_size). Never trained on, and never the test split evaluation reports on.
+    val_holdout: int = num(256, 1)
+    # Evaluation view: resize the shorter side to image_size / eval_crop_fraction, centre-crop image_size
+    # (0.875: the ImageNet convention; 1.0 keeps the whole image, e.g. CIFAR at its native 32 px).
+    eval_crop_fraction: float = num(0.875, 0.0, 1.0, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,7 @@ class TrainingConfig:
     accumulation_steps: int = num(1, 1)
     use_gradient_checkpointing: bool = False
     max_nonfinite_steps: int = num(10, 1)                # consecutive skipped updates before stopping
+    stop_on_collapse: bool = False                       # stop (with a checkpoint) when the collapse alarm rises
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,11 @@ class VICRegConfig:
     sim_coeff: float = num(25.0, 0.0)
     std_coeff: float = num(25.0, 0.0)
     cov_coeff: float = num(1.0, 0.0)
+    # What VICReg acts on (models/projector.py): "expander" (VICReg's MLP on the pooled context tokens),
+    # "layernorm" (affine-free normalised tokens, pooled) or "none" (the pooled tokens after the encoder's
+    # affine LayerNorm, whose gain can satisfy the variance hinge without changing the representation).
+    projector: Literal["none", "layernorm", "expander"] = "expander"
+    expander_dim: int = num(1024, 1)
 
 
 LossType = Literal["smoothl1", "mse", "huber", "combined", "cjepa"]
@@ -197,6 +211,13 @@ class LoggingConfig:
     log_attention: bool = False
     log_gradients: bool = False
     log_dataset_distribution: bool = False
+    # The collapse alarm (hjepa_mlx/collapse.py): RankMe and per-dimension std of the pooled target
+    # features on a fixed probe set of held-out images every collapse_frequency steps (0: off).
+    collapse_frequency: int = num(200, 0)
+    collapse_probe_images: int = num(512, 1)
+    collapse_rank_fraction: float = num(0.1, 0.0, 1.0)     # bad check: RankMe < this * D
+    collapse_std_threshold: float = num(0.01, 0.0)         # bad check: mean per-dimension std < this
+    collapse_patience: int = num(3, 1)                     # bad checks in a row that raise the alarm
 
 
 @dataclass(frozen=True)
@@ -212,6 +233,7 @@ class CheckpointConfig:
 class KNNConfig:
     enabled: bool = False
     k_values: Tuple[int, ...] = seq((1, 5, 20), 1)
+    metric_k: int = num(20, 1)                 # the k whose accuracy is `knn_top1` (checkpoint.metric); in k_values
     frequency: int = num(1, 1)                 # epochs
     temperature: float = num(0.07, 0.0, lo_open=True)
     max_train_images: int = num(5000, 1)       # bank size: k-NN cost grows with it
@@ -221,7 +243,6 @@ class KNNConfig:
 @dataclass(frozen=True)
 class EvaluationConfig:
     eval_frequency: int = num(1, 1)            # epochs between validation-loss passes
-    val_batches: int = num(4, 1)               # held-out batches per validation pass
     knn: KNNConfig = KNNConfig()
 
 

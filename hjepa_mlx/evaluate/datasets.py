@@ -22,7 +22,7 @@ def labelled_loaders(config: Config, name: str | None, data_path: str | None, ba
     known = dict(run_datasets(config))
     names = [name] if name else list(known)
     out = []
-    tf = make_eval_transform(config.data.image_size)
+    tf = make_eval_transform(config.data.image_size, config.data.eval_crop_fraction)
     for n in names:
         root = data_path or known.get(n, config.data.data_path)
         train = _dataset(config, n, root, "train_labelled" if n == "stl10" else "train")

@@ -11,28 +11,33 @@ from pathlib import Path
 import numpy as np
 
 
-def format_report(rows: dict[str, dict], baseline_name: str = "random-init") -> str:
-    """A table with one line per metric and one column per encoder, the baseline column last; with exactly
-    one other encoder a final column gives its difference to the baseline.
+def format_report(rows: dict[str, dict], baseline_name: str = "random-init",
+                  floors: tuple[str, ...] = ("raw-pixels",)) -> str:
+    """A table with one line per metric and one column per encoder, the baselines last (`baseline_name`,
+    then any of `floors` present, e.g. raw pixels); with exactly one other encoder, one final column per
+    baseline gives its difference to that baseline.
 
     Args:
       rows: {encoder name: {metric name: value}}; values are numbers, bools or strings; a metric missing
         for an encoder shows as '-'. Metrics keep their first-seen order.
       baseline_name: the row that must be present (ValueError otherwise).
+      floors: further baseline rows, shown (and differenced) when present.
     """
     if baseline_name not in rows:
         raise ValueError(f"the report needs the {baseline_name!r} baseline row beside the trained ones; "
                          f"got only {sorted(rows)}")
-    names = [n for n in rows if n != baseline_name] + [baseline_name]
+    baselines = [baseline_name] + [f for f in floors if f in rows and f != baseline_name]
+    others = [n for n in rows if n not in baselines]
+    names = others + baselines
     metrics = list(dict.fromkeys(m for n in names for m in rows[n]))
-    delta = len(names) == 2
-    header = ["metric", *names] + ([f"{names[0]} - {baseline_name}"] if delta else [])
+    deltas = baselines if len(others) == 1 else []
+    header = ["metric", *names] + [f"{others[0]} - {b}" for b in deltas]
     table = [header]
     for m in metrics:
         cells = [m] + [_cell(rows[n].get(m)) for n in names]
-        if delta:
-            a, b = rows[names[0]].get(m), rows[baseline_name].get(m)
-            cells.append(_cell(a - b) if _is_number(a) and _is_number(b) else "")
+        for b in deltas:
+            a, z = rows[others[0]].get(m), rows[b].get(m)
+            cells.append(_cell(a - z) if _is_number(a) and _is_number(z) else "")
         table.append(cells)
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))

@@ -4,10 +4,11 @@
 
 * prediction: `prediction_loss` over the hierarchy levels (see losses/jepa.py; hierarchy weights are
   multipliers, not normalised).
-* VICReg (when `vicreg`) acts on the pooled context-encoder features. With a second view present,
-  the two-view form on (context_pooled_1, context_pooled_2): invariance between the two augmented views
-  of the same images (C-JEPA), variance and covariance on both. With one view (only allowed when
-  sim_coeff is 0) the single-view variance + covariance of context_pooled_1.
+* VICReg (when `vicreg`) acts on `vicreg_1` / `vicreg_2`, the context-encoder features the model's
+  projector made for it (models/projector.py), or on context_pooled_1 / _2 when the model gives none.
+  With a second view present, the two-view form: invariance between the two augmented views of the same
+  images (C-JEPA), variance and covariance on both. With one view (only allowed when sim_coeff is 0)
+  the single-view variance + covariance of view 1.
 * NT-Xent (when `contrastive`) needs two views. `on_context`: the pair (context_pooled_1,
   context_pooled_2). Otherwise each view's context features against the *other* view's target-encoder
   features, averaged over the two directions: (NT-Xent(ctx_1, sg(tgt_2)) + NT-Xent(ctx_2, sg(tgt_1))) / 2.
@@ -73,17 +74,19 @@ def _view(features: dict, name: str, why: str) -> mx.array:
 
 def total_loss(s: LossSettings, levels, features: dict):
     """s: the settings; levels: per-level (pred, target, weight) as `prediction_loss` takes them;
-    features: {'context_pooled_1', 'target_pooled_1'} (B, D) and, with two views, '..._2'.
+    features: {'context_pooled_1', 'target_pooled_1'} (B, D) and, with two views, '..._2'; optionally
+    'vicreg_1' (and 'vicreg_2') (B, E), what VICReg acts on instead of the pooled context features.
     Returns (total, metrics)."""
     pred, metrics = prediction_loss(levels, s.prediction_kind, s.hierarchy_weights, s.huber_delta)
     total = s.jepa_weight * pred
     metrics = {**metrics, "loss_prediction": pred}
     if s.vicreg:
+        z1 = features.get("vicreg_1", features["context_pooled_1"])
         if "context_pooled_2" in features:
-            v, vm = vicreg_loss(features["context_pooled_1"], features["context_pooled_2"],
-                                s.sim_coeff, s.std_coeff, s.cov_coeff)
+            z2 = features.get("vicreg_2", features["context_pooled_2"])
+            v, vm = vicreg_loss(z1, z2, s.sim_coeff, s.std_coeff, s.cov_coeff)
         elif s.sim_coeff == 0:
-            v, vm = vicreg_loss_single(features["context_pooled_1"], s.std_coeff, s.cov_coeff)
+            v, vm = vicreg_loss_single(z1, s.std_coeff, s.cov_coeff)
         else:
             _view(features, "context_pooled_2", f"VICReg invariance (sim_coeff {s.sim_coeff})")
         total = total + s.vicreg_weight * v

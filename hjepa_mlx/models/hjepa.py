@@ -15,17 +15,21 @@ import mlx.nn as nn
 from hjepa_mlx.losses.total import LossSettings, total_loss
 from hjepa_mlx.models.hierarchy import hierarchy_levels, target_features
 from hjepa_mlx.models.precision import cast_floating
+from hjepa_mlx.models.projector import Expander, regularised_features
 
 
 class HJEPAModel(nn.Module):
     def __init__(self, *, encoder, target_encoder, predictor, fpn, grid, num_levels: int,
                  normalize_embeddings: bool, loss_settings: LossSettings, two_views: bool,
-                 compute_dtype=mx.float32):
+                 compute_dtype=mx.float32, vicreg_projector: str = "none", expander: Expander | None = None):
         super().__init__()
         self.encoder = encoder
         self.predictor = predictor
         if fpn is not None:
             self.fpn = fpn
+        if expander is not None:
+            self.expander = expander      # trainable: params["expander"]
+        self._projector = vicreg_projector
         # Templates kept out of the trainable tree: the target encoder's weights live in state["target"].
         self._target_encoder = target_encoder
         self._fpn = fpn
@@ -45,6 +49,9 @@ class HJEPAModel(nn.Module):
         out = target_features(self._target_encoder, images.astype(self._dtype))
         return mx.stop_gradient(out.astype(mx.float32))
 
+    def _regularised(self, tokens):
+        return regularised_features(tokens, self._projector, getattr(self, "expander", None))
+
     def loss(self, params, target_params, micro, key):
         self.update(self._cast(params))
         images = micro["images"].astype(self._dtype)
@@ -60,10 +67,15 @@ class HJEPAModel(nn.Module):
 
         features = {"context_pooled_1": context.astype(mx.float32).mean(axis=1),
                     "target_pooled_1": target_tokens.mean(axis=1)}
+        vicreg = self._loss_settings.vicreg
+        if vicreg:
+            features["vicreg_1"] = self._regularised(context)
         if self._two_views:
             images2 = micro["images_view2"]
             context2 = self.encoder(images2.astype(self._dtype), context_idx)
             features["context_pooled_2"] = context2.astype(mx.float32).mean(axis=1)
+            if vicreg:
+                features["vicreg_2"] = self._regularised(context2)
             s = self._loss_settings
             if s.contrastive and not s.on_context:   # only NT-Xent against target features needs view 2's targets
                 features["target_pooled_2"] = self.encode_target(target_params, images2).mean(axis=1)

@@ -1,0 +1,69 @@
+"""The evaluation protocols run side by side on several encoders of the same labelled data.
+
+Every report compares a trained encoder with two baselines an encoder must beat to be worth anything:
+its own random initialisation, and the raw normalised pixels (`pixel_encoder`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import mlx.core as mx
+import numpy as np
+
+from hjepa_mlx.evaluate.features import extract_features
+
+PROTOCOLS = ("knn", "linear", "quality")
+PIXEL_SIDE = 32     # raw-pixel features are average-pooled to at most 32 x 32 x 3 = 3,072 numbers
+
+
+def pixel_encoder(max_side: int = PIXEL_SIDE) -> Callable[[mx.array], mx.array]:
+    """images (B, H, W, 3) -> (B, <= max_side^2 * 3): the normalised pixels, area-averaged by an integer
+    factor when larger than max_side (224 px -> 32, 96 -> 32, 64 -> 32), flattened."""
+
+    def encode(images: mx.array) -> mx.array:
+        b, h, w, c = images.shape
+        f = max(1, h // max_side, w // max_side)
+        if f > 1:
+            hh, ww = (h // f) * f, (w // f) * f
+            images = images[:, :hh, :ww].reshape(b, hh // f, f, ww // f, f, c).mean(axis=(2, 4))
+        return images.reshape(b, -1)
+    return encode
+
+
+def evaluate_features(tx, ty, vx, vy, protocols, *, k_values, temperature: float, seed: int) -> dict:
+    """The metrics of the asked protocols for one encoder's features: train (tx, ty), test (vx, vy)."""
+    from hjepa_mlx.evaluate.knn import knn_accuracy
+
+    metrics = {}
+    if "knn" in protocols:
+        acc = knn_accuracy(tx, ty, vx, vy, k_values=k_values, temperature=temperature)
+        metrics.update({f"knn_top1_k{k}": v for k, v in acc.items()})
+    if "linear" in protocols:
+        from hjepa_mlx.evaluate.linear_probe import linear_probe
+        probe = linear_probe(tx, ty, vx, vy, seed=seed)
+        metrics.update({"linear_top1": probe["test_top1"], "linear_lr": probe["lr"]})
+    if "quality" in protocols:
+        from hjepa_mlx.evaluate.quality import feature_quality
+        metrics.update(feature_quality(vx))
+    return metrics
+
+
+def compare_encoders(encoders: dict[str, Callable], train_loader, test_loader, protocols, *, k_values,
+                     temperature: float, seed: int, max_train: int | None = None,
+                     max_test: int | None = None) -> dict[str, dict]:
+    """{row name: metrics} for each encode_fn (images -> (B, D)) on the same train/test images."""
+    rows = {}
+    for name, encode in encoders.items():
+        tx, ty, _ = extract_features(encode, train_loader.epoch(0), max_images=max_train)
+        vx, vy, _ = extract_features(encode, test_loader.epoch(0), max_images=max_test)
+        rows[name] = evaluate_features(tx, ty, vx, vy, protocols, k_values=k_values, temperature=temperature,
+                                       seed=seed)
+        mx.clear_cache()
+    return rows
+
+
+def summary_line(rows: dict[str, dict], metric: str = "knn_top1_k20") -> str:
+    """One line: the metric for every row, e.g. 'knn_top1_k20: trained 0.512, random-init 0.301, ...'."""
+    cells = [f"{name} {m[metric]:.3f}" for name, m in rows.items() if isinstance(m.get(metric), (float, np.floating))]
+    return f"{metric}: " + ", ".join(cells)

@@ -1,0 +1,70 @@
+"""Where VICReg looks: the representation the regulariser acts on, chosen so its hinge cannot be cheated.
+
+VICReg's variance term asks every dimension of the pooled features to have std >= 1 across the batch.
+Applied to the context encoder's output after its *affine* final LayerNorm, that is met by growing the
+LayerNorm gain - which the target path's affine-free normalisation removes again - so the term stops
+acting on the representation (measured: vicreg_variance flat at ~0.6 while the target features' std fell).
+Three choices (`loss.vicreg.projector`):
+
+- ``none``: the mean-pooled encoder tokens, as before (kept for comparison).
+- ``layernorm``: the tokens normalised without affine parameters (as the target), then mean-pooled:
+  no gain to grow; the hinge must be met by the features varying across images.
+- ``expander``: VICReg's own design, an MLP Linear-BN-ReLU, Linear-BN-ReLU, Linear on the mean-pooled
+  tokens (Bardes et al. 2022, section 4.2). Its BatchNorm uses the batch statistics of the step (the
+  expander exists only for the loss, so no running statistics are kept and the step stays pure).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+PROJECTORS = ("none", "layernorm", "expander")
+BN_EPS = 1e-5
+TOKEN_LN_EPS = 1e-6
+
+
+class BatchNormTrain(nn.Module):
+    """BatchNorm over the batch axis with learned scale/shift and no running statistics: x (n, d)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = mx.ones((dim,))
+        self.bias = mx.zeros((dim,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        mean = x.mean(axis=0)
+        var = mx.var(x, axis=0)            # biased, as BatchNorm normalises
+        return (x - mean) * mx.rsqrt(var + BN_EPS) * self.weight + self.bias
+
+
+class Expander(nn.Module):
+    """VICReg's expander: Linear(d, e)-BN-ReLU, Linear(e, e)-BN-ReLU, Linear(e, e). x (n, d) -> (n, e)."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, dim)
+        self.bn1 = BatchNormTrain(dim)
+        self.fc2 = nn.Linear(dim, dim)
+        self.bn2 = BatchNormTrain(dim)
+        self.fc3 = nn.Linear(dim, dim)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        x = nn.relu(self.bn1(self.fc1(x)))
+        x = nn.relu(self.bn2(self.fc2(x)))
+        return self.fc3(x)
+
+
+def regularised_features(tokens: mx.array, kind: str, expander: Expander | None = None) -> mx.array:
+    """The (B, E) features VICReg acts on, from context-encoder tokens (B, N, D) (see the module docstring)."""
+    if kind not in PROJECTORS:
+        raise ValueError(f"unknown VICReg projector {kind!r}; choose one of {PROJECTORS}")
+    tokens = tokens.astype(mx.float32)
+    if kind == "layernorm":
+        return mx.fast.layer_norm(tokens, None, None, TOKEN_LN_EPS).mean(axis=1)
+    pooled = tokens.mean(axis=1)
+    if kind == "expander":
+        if expander is None:
+            raise ValueError("the 'expander' projector needs an Expander module")
+        return expander(pooled)
+    return pooled
