@@ -227,3 +227,34 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {path}: unknown key 'model.encodr_type'; "
                                                f"did you mean 'model.encoder_type'?"]
+
+
+def test_removed_key_is_refused_with_its_replacement(tmp_path):
+    from hjepa_mlx.config import load_config
+    from hjepa_mlx.errors import UserError
+    path = tmp_path / "c.yaml"
+    path.write_text("evaluation:\n  val_batches: 4\n")
+    with pytest.raises(UserError, match="val_batches' was removed: .*data.val_holdout"):
+        load_config(path)
+    with pytest.raises(UserError, match="was removed"):
+        load_config(None, ["evaluation.val_batches=2"], raw={})
+    # a resolved config saved by an older version still loads (checkpoint metadata), with a note
+    loaded = load_config(None, raw={"evaluation": {"val_batches": 4}}, resolved=True)
+    assert any("val_batches" in n for n in loaded.notes)
+
+
+def test_knn_metric_k_must_be_computed():
+    from hjepa_mlx.config import load_config
+    from hjepa_mlx.errors import UserError
+    with pytest.raises(UserError, match="metric_k 7 is not one of"):
+        load_config(None, ["evaluation.knn.enabled=true", "evaluation.knn.metric_k=7"], raw={})
+
+
+def test_vicreg_projector_keys_need_vicreg():
+    from hjepa_mlx.config import load_config
+    from hjepa_mlx.errors import UserError
+    with pytest.raises(UserError, match="loss.vicreg.projector is set but VICReg is off"):
+        load_config(None, ["loss.vicreg.projector=layernorm"], raw={"loss": {"type": "smoothl1"}})
+    notes = load_config(None, ["loss.vicreg.projector=layernorm", "loss.vicreg.expander_dim=64"],
+                        raw={"loss": {"type": "combined"}}).notes
+    assert any("expander_dim" in n for n in notes)

@@ -25,17 +25,30 @@ class _Tiny(nn.Module):
 
 
 @pytest.mark.parametrize("use_rope", [False, True])
-def test_checkpointing_gives_the_same_loss_and_gradients(use_rope):
+def test_checkpointing_gives_the_same_loss_and_gradients(use_rope, monkeypatch):
+    from hjepa_mlx.models import vit
+    calls = {"n": 0}
+    original = vit.Block.__call__
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(vit.Block, "__call__", counted)
     rng = np.random.default_rng(1)
     images = mx.array(rng.standard_normal((2, 16, 16, 3)).astype(np.float32))
     ctx_idx = mx.array(np.array([[0, 1, 2, 4, 5, 6], [9, 10, 11, 13, 14, 15]], dtype=np.int32))
     tgt_idx = mx.array(np.array([[[10, 11], [14, 15]], [[0, 1], [4, 5]]], dtype=np.int32))
     target = mx.array(rng.standard_normal((2, 2, 2, 16)).astype(np.float32))
-    results = []
+    results, block_calls = [], []
     for use_checkpoint in (False, True):
         model = _Tiny(use_checkpoint, use_rope)
+        calls["n"] = 0
         loss, grads = nn.value_and_grad(model, model.loss)(images, ctx_idx, tgt_idx, target)
+        mx.eval(loss, grads)
         results.append((loss.item(), dict(tree_flatten(grads))))
+        block_calls.append(calls["n"])
+    # 4 blocks (2 encoder + 2 predictor): recomputation runs each block again in the backward pass
+    assert block_calls == [4, 8], block_calls
     (loss_a, grads_a), (loss_b, grads_b) = results
     assert abs(loss_a - loss_b) <= 1e-6
     assert grads_a.keys() == grads_b.keys()

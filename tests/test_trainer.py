@@ -179,6 +179,9 @@ def test_accumulation_matches_one_big_batch(tmp_path):
     out2, m2 = step2(state, micro)
     mx.eval(out1, out2)
     assert abs(m1["loss"].item() - m2["loss"].item()) < 1e-5
+    # AdamW's update is invariant to a constant gradient scale, so only the gradient norm shows a sum of
+    # k micro-batch gradients that was not divided by k
+    assert m2["grad_norm"].item() == pytest.approx(m1["grad_norm"].item(), rel=1e-4)
     for (key, a), (_, c) in zip(tree_flatten(out1["params"]), tree_flatten(out2["params"])):
         np.testing.assert_allclose(np.array(a), np.array(c), rtol=1e-4, atol=1e-6, err_msg=key)
 
@@ -262,3 +265,28 @@ def test_seed_config_runs_end_to_end_on_tiny_files(name, tmp_path):
     assert (b"gradients/encoder" in events) == logging.log_gradients
     assert ("dataset_samples/" in metrics) == logging.log_dataset_distribution
     assert '"rankme"' in metrics and '"feature_std"' in metrics       # the collapse alarm's checks
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_ema_is_applied_once_per_optimizer_step_after_adamw(tmp_path, k):
+    """target' = target + rate * (params' - target) with params' the updated online encoder and rate the
+    schedule's 1 - momentum at the step: fails if the EMA is dropped, applied before AdamW, or applied once
+    per micro-batch."""
+    from hjepa_mlx.step import ema_rate_at
+    config, plan, model, state, masks = _step_setup(tmp_path)
+    settings = step_settings(config, plan)
+    from dataclasses import replace
+    settings = replace(settings, accumulation_steps=k, ema_start=0.5, ema_end=0.9, warmup_steps=0)  # visible
+    step, _ = make_train_step(model, settings)
+    new, _ = step(state, _batch(config, plan, masks, k, 2))
+    mx.eval(new)
+    rate = ema_rate_at(settings, 0).item()
+    assert rate == pytest.approx(0.5)
+    online = dict(tree_flatten(new["params"]["encoder"]))
+    before = dict(tree_flatten(state["target"]))
+    moved = 0.0
+    for key, got in tree_flatten(new["target"]):
+        want = np.array(before[key]) + rate * (np.array(online[key]) - np.array(before[key]))
+        np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-7, err_msg=key)
+        moved = max(moved, float(np.abs(np.array(got) - np.array(before[key])).max()))
+    assert moved > 1e-6          # the online encoder did change, so a dropped EMA could not pass

@@ -1,0 +1,55 @@
+"""What VICReg acts on: the expander (with batch-statistics BatchNorm), affine-free normalised tokens, or the
+plain pooled tokens - against float64 NumPy."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from hjepa_mlx.models.projector import BatchNormTrain, Expander, regularised_features
+
+RNG = np.random.default_rng(0)
+TOKENS = RNG.standard_normal((6, 5, 8)).astype(np.float32) * 3 + 1
+
+
+def _np_bn(x, w, b, eps=1e-5):
+    return (x - x.mean(0)) / np.sqrt(x.var(0) + eps) * w + b
+
+
+def test_batchnorm_uses_the_batch_statistics():
+    bn = BatchNormTrain(8)
+    bn.weight = mx.array(RNG.uniform(0.5, 2, 8).astype(np.float32))
+    bn.bias = mx.array(RNG.standard_normal(8).astype(np.float32))
+    x = TOKENS[:, 0].astype(np.float64)
+    got = np.array(bn(mx.array(TOKENS[:, 0])))
+    np.testing.assert_allclose(got, _np_bn(x, np.array(bn.weight), np.array(bn.bias)), atol=2e-5)
+
+
+def test_expander_matches_numpy():
+    ex = Expander(8, 16)
+    pooled = TOKENS.astype(np.float64).mean(1)
+    p = {k: np.array(v, dtype=np.float64) for k, v in
+         [(k, v) for k, v in __import__("mlx.utils", fromlist=["tree_flatten"]).tree_flatten(ex.parameters())]}
+    h = np.maximum(_np_bn(pooled @ p["fc1.weight"].T + p["fc1.bias"], p["bn1.weight"], p["bn1.bias"]), 0)
+    h = np.maximum(_np_bn(h @ p["fc2.weight"].T + p["fc2.bias"], p["bn2.weight"], p["bn2.bias"]), 0)
+    want = h @ p["fc3.weight"].T + p["fc3.bias"]
+    got = np.array(regularised_features(mx.array(TOKENS), "expander", ex))
+    assert got.shape == (6, 16)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_layernorm_features_cannot_be_scaled_by_a_gain():
+    x = TOKENS.astype(np.float64)
+    ln = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    got = np.array(regularised_features(mx.array(TOKENS), "layernorm"))
+    np.testing.assert_allclose(got, ln.mean(1), atol=1e-5)
+    scaled = np.array(regularised_features(mx.array(TOKENS * 7.0), "layernorm"))   # what a grown LN gain does
+    np.testing.assert_allclose(scaled, got, atol=1e-5)
+    plain = np.array(regularised_features(mx.array(TOKENS * 7.0), "none"))
+    np.testing.assert_allclose(plain, 7.0 * x.mean(1), rtol=1e-5)
+
+
+def test_unknown_projector_and_missing_expander():
+    with pytest.raises(ValueError, match="unknown VICReg projector"):
+        regularised_features(mx.array(TOKENS), "mlp")
+    with pytest.raises(ValueError, match="needs an Expander"):
+        regularised_features(mx.array(TOKENS), "expander")
