@@ -135,6 +135,9 @@ def _from_checkpoint(path: Path, arrays: dict, metadata: dict, encoder: str):
         raise UserError(f"{path} is neither a training checkpoint of this project (no '{prefix}*' arrays "
                         f"and metadata) nor an encoder export of scripts/export.py")
     meta = _read_metadata(path, metadata)
+    if not isinstance(meta.get("config"), dict):
+        raise UserError(f"{path}: its metadata holds no training config, so the encoder's architecture is "
+                        f"unknown; pass a checkpoint written by scripts/train.py")
     config = load_config(None, raw=meta["config"], resolved=True).config
     kwargs = encoder_kwargs(config, make_plan(config))
     return params, kwargs, {"encoder": encoder, "step": meta.get("step"), "source": str(path)}
@@ -223,6 +226,8 @@ def export_encoder(weights: EncoderWeights, out: str | Path, fmt: str) -> Path:
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; pass a file name such as {out / 'encoder.safetensors'}")
     metadata = {"format": MLX_FORMAT if fmt == "mlx" else TIMM_FORMAT, "format_version": "1",
                 "encoder": str(weights.info["encoder"]), "step": str(weights.info.get("step")),
                 "source": str(weights.info.get("source")), "encoder_config": json.dumps(weights.config),

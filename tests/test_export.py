@@ -258,6 +258,7 @@ def test_exports_refuse_what_they_do_not_hold(tmp_path, tiny_run):
     with pytest.raises(UserError, match="sin-cos table"):
         load_encoder(changed)
     assert export(run_dir, "--out", CheckpointManager(run_dir / "checkpoints").latest()) == 2
+    assert export(run_dir, "--out", tmp_path) == 2                           # a directory
 
 
 # ------------------------------------------------------------------ timm itself (optional)
