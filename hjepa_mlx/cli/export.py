@@ -18,7 +18,8 @@ from hjepa_mlx.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="export.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="export.py", description="Write one trained encoder alone, in timm's layout "
+                                "or this project's, for use outside training.")
     p.add_argument("source", metavar="RUN_DIR|CHECKPOINT",
                    help="run directory (latest checkpoint), checkpoint file, or an earlier export")
     p.add_argument("--encoder", choices=["target", "context"], default=None,
