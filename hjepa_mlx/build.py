@@ -34,9 +34,7 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False):
                   activation=m.mlp_activation)
 
     def encoder(use_checkpoint):
-        return ViTEncoder(patch_size=spec.patch_size, image_size=plan.image_size, embed_dim=spec.embed_dim,
-                          depth=spec.depth, num_heads=spec.num_heads, mlp_ratio=4.0, qkv_bias=True,
-                          use_checkpoint=use_checkpoint, **common)
+        return ViTEncoder(**encoder_kwargs(config, plan), use_checkpoint=use_checkpoint)
 
     p = m.predictor
     predictor = Predictor(grid=plan.grid, encoder_dim=spec.embed_dim, predictor_dim=p.embed_dim, depth=p.depth,
@@ -58,6 +56,18 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False):
                       normalize_embeddings=config.loss.normalize_embeddings,
                       loss_settings=loss_settings(config), two_views=plan.two_views, compute_dtype=dtype,
                       vicreg_projector=vicreg.projector, expander=expander)
+
+
+def encoder_kwargs(config: Config, plan: Plan) -> dict:
+    """The `ViTEncoder` arguments of this config's (context and target) encoder, except use_checkpoint:
+    plain JSON-able values, so an exported encoder can carry them and be rebuilt without the config."""
+    m = config.model
+    spec = plan.encoder
+    return dict(patch_size=spec.patch_size, image_size=plan.image_size, embed_dim=spec.embed_dim,
+                depth=spec.depth, num_heads=spec.num_heads, mlp_ratio=4.0, qkv_bias=True,
+                use_fused_attention=m.use_flash_attention, use_layerscale=m.use_layerscale,
+                layerscale_init=m.layerscale_init, use_rope=m.rope.use_rope, rope_theta=m.rope.theta,
+                activation=m.mlp_activation)
 
 
 def loss_settings(config: Config):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
 from hjepa_mlx.build import (build_loaders, build_mask_plan, build_model, collapse_settings, step_settings,
                              train_dataset_sizes)
@@ -65,6 +66,14 @@ def _metadata(config, plan: Plan, epoch: int, batch_in_epoch: int, step: int, be
     from hjepa_mlx.config import to_dict
     return {"config": to_dict(config), "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step,
             "seed": config.experiment.seed, "best_metric": best, "total_steps": plan.total_steps}
+
+
+def _saved_line(path: Path, state, keep_last_k: int) -> str:
+    """The log line of a saved checkpoint: its size, and the size of the encoder alone."""
+    encoder_bytes = sum(v.nbytes for _, v in tree_flatten(state["target"]))
+    return (f"checkpoint {path.name}: {path.stat().st_size / 1e6:.1f} MB, the full training state for resume "
+            f"(both encoders, predictor, AdamW moments); the target encoder alone is {encoder_bytes / 1e6:.1f} MB "
+            f"(scripts/export.py); the newest {keep_last_k} (checkpoint.keep_last_k) and the best are kept")
 
 
 def _check_run_dir(run_dir: Path, resume: str | None) -> None:
@@ -156,8 +165,9 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                         logger.close()
                         return 3
                 if stop.signal:
-                    manager.save(state, _metadata(config, plan, epoch, batch_in_epoch + 1, step_no + 1, best),
-                                 epoch=epoch)
+                    saved = manager.save(state, _metadata(config, plan, epoch, batch_in_epoch + 1, step_no + 1,
+                                                          best), epoch=epoch)
+                    logger.log_line(_saved_line(saved, state, manager.keep_last_k))
                     logger.log_line(f"{stop.signal}: saved a checkpoint at step {step_no + 1}; resume with "
                                     f"--resume auto")
                     logger.close()
@@ -182,9 +192,10 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                 if metric_value is not None and config.checkpoint.save_best:
                     if best is None or (metric_value < best if config.checkpoint.mode == "min" else metric_value > best):
                         best = metric_value
-                manager.save(state, _metadata(config, plan, epoch + 1, 0, int(state["step"].item()), best),
-                             epoch=epoch + 1,
-                             metric_value=metric_value if config.checkpoint.save_best else None)
+                saved = manager.save(state, _metadata(config, plan, epoch + 1, 0, int(state["step"].item()), best),
+                                     epoch=epoch + 1,
+                                     metric_value=metric_value if config.checkpoint.save_best else None)
+                logger.log_line(_saved_line(saved, state, manager.keep_last_k))
     logger.log_line(f"done: {int(state['step'].item())} steps, train step traced {traces.count} time(s), "
                     f"{int(state['skipped_total'].item())} update(s) skipped as non-finite; run directory {run_dir}")
     logger.close()

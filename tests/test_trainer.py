@@ -54,6 +54,7 @@ def test_train_step_traces_once_across_epochs_and_resume(tmp_path, capsys):
     assert code == 0
     log = (out / "train.log").read_text()
     assert "traced 1 time(s)" in log
+    assert "checkpoint step_00000006.safetensors: " in log and "MB, the full training state" in log
     # resume: continue for one more epoch in a new process-like call; still one trace in that call
     code, _ = run(tmp_path, "training.epochs=4", "checkpoint.save_frequency=1")
     assert code == 2  # the directory holds checkpoints and no --resume was given: refused, nothing changed
