@@ -25,7 +25,7 @@ from tiny import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = TINY_RUN + ["data.batch_size=4", "data.synthetic.num_train=24", "data.synthetic.num_val=8",
+TINY = TINY_RUN + ["data.batch_size=4", "data.synthetic.num_train=28", "data.synthetic.num_val=8",
                    "logging.log_frequency=1", "training.epochs=2", "training.warmup_epochs=1"]
 
 
