@@ -6,3 +6,19 @@ Entry points catch it, print its message on one line to stderr (no traceback) an
 
 class UserError(Exception):
     """A problem in the user's input, with a message that says what is wrong and what to do."""
+
+
+def run_for_user(action) -> int:
+    """A command's exit code: run `action()` (after the BLAS line); 0 when it returns, 2 with its message
+    on one stderr line (no traceback) when it raises UserError."""
+    import sys
+
+    from hjepa_mlx import blas
+
+    try:
+        print(blas.describe())
+        action()
+        return 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -66,6 +66,12 @@ class MaskBatch:
     context_idx: np.ndarray            # (B, Nc) int32, sorted
     target_idx: np.ndarray             # (B, M, K) int32, sorted within each block
     level_idx: tuple[np.ndarray, ...]  # L arrays (B, M, K) int32: parent cell on level l's grid
+    # (B, Nc) int32: the context of an independent second draw, for the second augmented view. VICReg's
+    # two views must not share their masks: with one mask for both, pooled features that encode only
+    # *which* patches are present satisfy its invariance (same patches) and variance (masks differ
+    # between images) without describing the image - measured on CIFAR-10 as a steady fall of the
+    # target features' std and RankMe while the VICReg terms stayed content.
+    context_idx_view2: np.ndarray | None = None
 
 
 def tight_block_shapes(k: int, grid_h: int, grid_w: int) -> tuple[tuple[int, int], ...]:
@@ -196,10 +202,18 @@ def level_indices(target_idx: np.ndarray, grid_h: int, grid_w: int, num_levels: 
 def sample_masks(plan: MaskPlan, batch_size: int, seed: int, step: int, rank: int = 0) -> MaskBatch:
     """Masks for one batch, a pure function of (plan, batch_size, seed, step, rank).
 
-    Returns context_idx (B, Nc) sorted, target_idx (B, M, K), level_idx (L arrays (B, M, K)), all int32.
+    Returns context_idx (B, Nc) sorted, target_idx (B, M, K), level_idx (L arrays (B, M, K)), and
+    context_idx_view2 (B, Nc) from an independent draw (its own random stream), all int32.
     Images whose context falls short of Nc redraw all their blocks (bounded rounds).
     """
-    rng = np.random.default_rng([seed, step, rank])
+    context_idx, target_idx = _draw_batch(plan, batch_size, np.random.default_rng([seed, step, rank]))
+    second, _ = _draw_batch(plan, batch_size, np.random.default_rng([seed, step, rank, 2]))
+    return MaskBatch(context_idx, target_idx, level_indices(target_idx, plan.grid_h, plan.grid_w, plan.num_levels),
+                     second)
+
+
+def _draw_batch(plan: MaskPlan, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(context_idx (B, Nc), target_idx (B, M, K)) of one batch drawn with `rng`."""
     cells = plan.grid_h * plan.grid_w
     targets = np.zeros((batch_size, plan.num_masks, cells), dtype=bool)
     context = np.zeros((batch_size, cells), dtype=bool)
@@ -219,4 +233,4 @@ def sample_masks(plan: MaskPlan, batch_size: int, seed: int, step: int, rank: in
     keys = np.where(context, rng.random(context.shape), 2.0)
     context_idx = np.sort(np.argsort(keys, axis=1)[:, :plan.num_context], axis=1).astype(np.int32)
     target_idx = np.nonzero(targets)[2].reshape(batch_size, plan.num_masks, plan.num_target).astype(np.int32)
-    return MaskBatch(context_idx, target_idx, level_indices(target_idx, plan.grid_h, plan.grid_w, plan.num_levels))
+    return context_idx, target_idx

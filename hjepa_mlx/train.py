@@ -55,6 +55,7 @@ def device_batch(host_batches: list[dict], masks: list, two_views: bool) -> dict
     batch = {"images": mx.array(np.stack([b["images"] for b in host_batches]))}
     if two_views:
         batch["images_view2"] = mx.array(np.stack([b["images_view2"] for b in host_batches]))
+        batch["context_idx_view2"] = mx.array(np.stack([m.context_idx_view2 for m in masks]))
     batch["context_idx"] = mx.array(np.stack([m.context_idx for m in masks]))
     batch["target_idx"] = mx.array(np.stack([m.target_idx for m in masks]))
     for level in range(len(masks[0].level_idx)):

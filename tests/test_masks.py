@@ -273,3 +273,16 @@ def test_raising_nc_to_min_keep_is_announced(capsys):
     assert raised.num_context == base.num_context + 1 and raised.accept_rate < base.accept_rate
     assert "raised from its 5 % quantile" in capsys.readouterr().out
     assert_valid_batch(raised, sample_masks(raised, 16, 0, 0), 16)
+
+
+def test_second_view_gets_its_own_context_draw():
+    """VICReg's two views must not share a mask (see MaskBatch.context_idx_view2): an independent,
+    deterministic, valid context of the same size."""
+    plan = plan_masks(14, 14, num_masks=4, mask_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5), num_context_masks=1,
+                      context_scale=(0.85, 1.0), min_keep=10, num_levels=3)
+    a, b = sample_masks(plan, 16, 0, 5), sample_masks(plan, 16, 0, 5)
+    assert np.array_equal(a.context_idx_view2, b.context_idx_view2)
+    second = a.context_idx_view2
+    assert second.shape == a.context_idx.shape and second.dtype == np.int32
+    assert np.all(np.diff(second, axis=1) > 0) and second.min() >= 0 and second.max() < 14 * 14
+    assert (second != a.context_idx).any(axis=1).mean() > 0.9      # differs from view 1's context in nearly every image

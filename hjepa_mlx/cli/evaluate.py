@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from hjepa_mlx import blas
-from hjepa_mlx.errors import UserError
+from hjepa_mlx.errors import UserError, run_for_user
 
 from hjepa_mlx.evaluate.protocols import PROTOCOLS
 
@@ -103,10 +101,4 @@ def evaluate(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        print(blas.describe())
-        evaluate(args)
-        return 0
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_for_user(lambda: evaluate(args))

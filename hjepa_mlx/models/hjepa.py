@@ -72,7 +72,8 @@ class HJEPAModel(nn.Module):
             features["vicreg_1"] = self._regularised(context)
         if self._two_views:
             images2 = micro["images_view2"]
-            context2 = self.encoder(images2.astype(self._dtype), context_idx)
+            # view 2 has its own mask (masks.MaskBatch.context_idx_view2): shared masks let VICReg be met by position
+            context2 = self.encoder(images2.astype(self._dtype), micro["context_idx_view2"])
             features["context_pooled_2"] = context2.astype(mx.float32).mean(axis=1)
             if vicreg:
                 features["vicreg_2"] = self._regularised(context2)
