@@ -4,9 +4,10 @@
 // This header is compiled twice (kernels_baseline.cpp and kernels_avx2.cpp) into two namespaces, so one
 // binary carries a portable build and an AVX2+FMA build picked at run time (no -march=native). Loops
 // are plain C++ that GCC/Clang auto-vectorise at -O3; reductions use `#pragma omp simd reduction`
-// (-fopenmp-simd: vectorisation hints only, no OpenMP runtime). The file is compiled without
-// -ffast-math and with -ffp-contract=off, because the exact-product trick in `square_split` relies on
-// IEEE rounding; fused multiply-adds are written out explicitly (FMA) where the build has them.
+// (-fopenmp-simd: vectorisation hints only, no OpenMP runtime). No -ffast-math and -ffp-contract=off:
+// the exact-product trick in `square_split` relies on IEEE rounding, so fused multiply-adds are
+// written out explicitly (HJEPA_FMA) where the build has them. -fno-trapping-math is on: it lets the
+// selects below become vector blends.
 #pragma once
 
 #include <cstddef>
