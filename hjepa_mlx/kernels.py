@@ -54,8 +54,10 @@ def available() -> bool:
 
 
 def describe() -> str:
-    """One line: which kernels element-wise ops use on the CPU."""
+    """One line: which kernels element-wise ops use on the CPU (when it says the C++ kernels are not
+    used, the wrappers do not say it again)."""
     if _EXT is None:
+        _state["warned"] = True
         return f"kernels: MLX's own ops ({_REASON})"
     return f"kernels: hjepa_mlx C++ CPU kernels ({_EXT.isa()}, {_EXT.threads()} threads) for GELU, softmax, LayerNorm"
 
