@@ -9,8 +9,8 @@ graph gains or loses.
 Op classes are found by recording the calls the model makes during one uncompiled pass of each phase
 (Linear/conv -> matmul, MLP activation, attention core = q k^T, softmax, . v, LayerNorm, gathers), then
 timing each distinct call alone on random inputs of its recorded shapes: forward for the target
-encoder, forward + backward (vjp with respect to every float input) elsewhere, plus one more forward
-inside recomputed blocks. Each op's time is the median of repeats after warm-up. "other" is the step
+encoder, forward + backward (vjp with respect to every float input but the images) elsewhere, plus one
+more forward inside recomputed blocks. Each op's time is the median of repeats after warm-up. "other" is the step
 time less the attributed classes: element-wise glue (residual adds, LayerScale, RoPE, pooling), losses,
 optimizer, EMA, copies and scheduling.
 """
@@ -144,9 +144,15 @@ def time_op(recipe, shapes, mode, repeats: int) -> float:
         out_shape = fn(*args).shape
         cot = mx.random.normal(out_shape, key=key)
         mx.eval(cot)
+        if recipe[0] == "conv":
+            # The patch embedding's input is the images: the step differentiates its weights only.
+            images = args[0]
 
-        def run():
-            mx.eval(mx.vjp(fn, args, [cot]))
+            def run():
+                mx.eval(mx.vjp(lambda w, b: fn(images, w, b), args[1:], [cot]))
+        else:
+            def run():
+                mx.eval(mx.vjp(fn, args, [cot]))
     t = time_median(run, warmup=1, repeats=repeats)["median_s"]
     if mode == "fwd+bwd+fwd":
         t += time_median(lambda: mx.eval(fn(*args)), warmup=1, repeats=repeats)["median_s"]
