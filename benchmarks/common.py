@@ -19,6 +19,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def machine() -> dict:
     import mlx.core as mx
 
+    from hjepa_mlx import kernels
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -26,12 +28,14 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "mlx": mx.__version__, "device": str(mx.default_device()), "blas": blas.describe(measure=False)}
+            "mlx": mx.__version__, "device": str(mx.default_device()), "blas": blas.describe(measure=False),
+            "kernels": kernels.describe()}
 
 
 def print_machine(info: dict) -> None:
     print(f"machine: {info['cpu']} x{info['cpu_count']}, {info['platform']}")
     print(f"MLX {info['mlx']} on {info['device']}; {info['blas']}")
+    print(info["kernels"])
 
 
 def time_median(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5) -> dict:

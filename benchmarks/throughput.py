@@ -1,27 +1,33 @@
 """Images/s of the compiled train step for a config, with and without recomputation.
 
-python benchmarks/throughput.py CONFIG [--set KEY=VALUE ...] [--repeats 5] [--warmup 2] [--out PATH]
+python benchmarks/throughput.py CONFIG [--set KEY=VALUE ...] [--repeats 5] [--warmup 2] [--breakdown] [--out PATH]
 
 Synthetic inputs of the config's shapes (image size, batch, accumulation, views, mask counts); after
 warm-up (which includes compilation), the median of timed steps. Prints the per-epoch time this implies
 for the config's dataset size beside the per-epoch time the seed documents claimed, FLOPs per image and
-the achieved GFLOP/s; device, BLAS and MLX version; JSON next to the table.
+the achieved GFLOP/s and MFU (achieved over the best fp32 GEMM rate measured in the same process, at
+the ViT-S MLP shape and 1024^3); device, BLAS, kernels and MLX version; JSON next to the table.
+`--breakdown` adds time per phase and per op class (see breakdown.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, machine, print_machine, time_median, write_json  # noqa: E402  (loads BLAS first)
+from breakdown import gemm_gflops, measure_breakdown, print_breakdown  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hjepa_mlx import kernels  # noqa: E402
 from hjepa_mlx.build import build_mask_plan, build_model, step_settings  # noqa: E402
 from hjepa_mlx.config import load_config  # noqa: E402
 from hjepa_mlx.errors import UserError  # noqa: E402
@@ -37,7 +43,22 @@ SEED_CLAIMS_MIN = {"overnight_safe": (10, 11), "overnight_training_conservative"
                    "overnight_training_aggressive": (10, 12)}
 
 
-def measure(config, *, repeats: int, warmup: int) -> dict:
+def interleaved(fns: dict, *, warmup: int, repeats: int) -> dict:
+    """Time several step functions in turn (a, b, a, b, ...) so a changing machine load hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "repeats": repeats}
+            for name, t in times.items()}
+
+
+def measure(config, *, repeats: int, warmup: int, breakdown: bool = False, compare_kernels: bool = False) -> dict:
     plan = make_plan(config)
     if plan.total_steps is None:
         plan = make_plan(config, dataset_sizes={d.name: 10_000 for d in plan.datasets})
@@ -57,7 +78,23 @@ def measure(config, *, repeats: int, warmup: int) -> dict:
         mx.eval(holder["state"], metrics)
 
     mx.reset_peak_memory()
-    timing = time_median(one_step, warmup=warmup, repeats=repeats)
+    comparison = None
+    if compare_kernels:
+        # The same step traced with MLX's own ops (the wrappers decide at trace time), timed in turn.
+        step_mlx, _ = make_train_step(model, step_settings(config, plan))
+        mlx_holder = {"state": holder["state"]}
+
+        def one_step_mlx():
+            with kernels.disabled():
+                mlx_holder["state"], metrics = step_mlx(mlx_holder["state"], batch)
+            mx.eval(mlx_holder["state"], metrics)
+
+        timings = interleaved({"kernels": one_step, "mlx_ops": one_step_mlx}, warmup=warmup, repeats=repeats)
+        timing = timings["kernels"]
+        comparison = {"mlx_ops_timing": timings["mlx_ops"],
+                      "speedup": timings["mlx_ops"]["median_s"] / timings["kernels"]["median_s"]}
+    else:
+        timing = time_median(one_step, warmup=warmup, repeats=repeats)
     images = b * k
     spec = plan.encoder
     flops = train_flops_per_image(
@@ -67,9 +104,16 @@ def measure(config, *, repeats: int, warmup: int) -> dict:
         num_blocks=config.masking.num_masks, block_tokens=mask_plan.num_target, views=2 if plan.two_views else 1,
         target_views=2 if config.loss.use_contrastive and not config.loss.contrastive_on_context else 1)
     ips = images / timing["median_s"]
-    return {"timing": timing, "images_per_step": images, "images_per_s": ips, "flops_per_image": flops,
-            "achieved_gflops": flops * ips / 1e9, "peak_memory_gb": mx.get_peak_memory() / 1e9,
-            "traces": traces.count, "images_per_epoch": plan.images_per_epoch}
+    row = {"timing": timing, "images_per_step": images, "images_per_s": ips, "flops_per_image": flops,
+           "achieved_gflops": flops * ips / 1e9, "peak_memory_gb": mx.get_peak_memory() / 1e9,
+           "traces": traces.count, "images_per_epoch": plan.images_per_epoch}
+    if comparison:
+        row["mlx_ops"] = {**comparison, "images_per_s": images / comparison["mlx_ops_timing"]["median_s"]}
+    if breakdown:
+        row["breakdown"] = measure_breakdown(
+            model, holder["state"], batch, step_settings(config, plan), two_views=plan.two_views, accumulation=k,
+            recompute=config.training.use_gradient_checkpointing, step_s=timing["median_s"], repeats=repeats)
+    return row
 
 
 def main(argv=None) -> int:
@@ -79,10 +123,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-recompute-variant", action="store_true", help="measure only the config as written")
+    p.add_argument("--breakdown", action="store_true", help="also time each phase and op class")
+    p.add_argument("--compare-kernels", action="store_true",
+                   help="also time the step with MLX's own ops instead of the C++ kernels, interleaved")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     info = machine()
     print_machine(info)
+    gemm = gemm_gflops()
+    print(f"fp32 GEMM in this process: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemm.items() if k != "best"))
     try:
         loaded = load_config(args.config, args.overrides)
     except UserError as exc:
@@ -93,11 +142,13 @@ def main(argv=None) -> int:
     rows = {}
     for recompute in variants:
         cfg = load_config(args.config, args.overrides + [f"training.use_gradient_checkpointing={str(recompute).lower()}"]).config
-        rows["recompute" if recompute else "no_recompute"] = measure(cfg, repeats=args.repeats, warmup=args.warmup)
+        rows["recompute" if recompute else "no_recompute"] = measure(cfg, repeats=args.repeats, warmup=args.warmup,
+                                                                     breakdown=args.breakdown,
+                                                                     compare_kernels=args.compare_kernels)
     claim = SEED_CLAIMS_MIN.get(name)
     print(f"\n{name}: batch {loaded.config.data.batch_size} x {loaded.config.training.accumulation_steps}, "
           f"image {loaded.config.data.image_size}, {loaded.config.model.encoder_type}")
-    print(f"{'variant':14} {'img/s':>8} {'ms/step':>9} {'GFLOP/img':>10} {'GFLOP/s':>8} {'peak GB':>8} "
+    print(f"{'variant':14} {'img/s':>8} {'ms/step':>9} {'GFLOP/img':>10} {'GFLOP/s':>8} {'MFU':>6} {'peak GB':>8} "
           f"{'min/epoch':>10} {'seed claim':>11} {'ratio':>7}")
     for variant, r in rows.items():
         epoch_min = r["images_per_epoch"] / r["images_per_s"] / 60 if r["images_per_epoch"] else float("nan")
@@ -107,13 +158,24 @@ def main(argv=None) -> int:
             claim_txt = f"{claim[0]}-{claim[1]} min"
             ratio = epoch_min / (sum(claim) / 2)
         r["seed_claim_minutes"], r["measured_over_claim"] = claim, ratio
+        r["mfu"] = r["achieved_gflops"] / gemm["best"]
         print(f"{variant:14} {r['images_per_s']:8.2f} {r['timing']['median_s'] * 1e3:9.1f} "
-              f"{r['flops_per_image'] / 1e9:10.2f} {r['achieved_gflops']:8.1f} {r['peak_memory_gb']:8.2f} "
+              f"{r['flops_per_image'] / 1e9:10.2f} {r['achieved_gflops']:8.1f} {r['mfu']:6.2f} {r['peak_memory_gb']:8.2f} "
               f"{epoch_min:10.1f} {claim_txt:>11} {ratio:7.1f}")
     if claim:
         print("(seed claims were projections for an M1 Max GPU; a ratio > 1 means slower than claimed)")
+    print(f"(MFU: matmul FLOP/s of the step over the best GEMM rate above, {gemm['best']:.1f} GFLOP/s)")
+    for variant, r in rows.items():
+        if "mlx_ops" in r:
+            print(f"{variant}: with MLX's own ops {r['mlx_ops']['images_per_s']:.2f} img/s, with the C++ kernels "
+                  f"{r['images_per_s']:.2f} img/s (x{r['mlx_ops']['speedup']:.2f}, timed in turn)")
+    for variant, r in rows.items():
+        if "breakdown" in r:
+            print(f"\nbreakdown, {variant}:")
+            print_breakdown(r["breakdown"])
     write_json(args.out or RESULTS / f"throughput_{name}.json", {"machine": info, "config": args.config,
-                                                                 "overrides": args.overrides, "results": rows})
+                                                                 "overrides": args.overrides, "gemm_gflops": gemm,
+                                                                 "results": rows})
     return 0
 
 

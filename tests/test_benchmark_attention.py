@@ -19,9 +19,9 @@ def test_quick_attention_benchmark_writes_its_json(tmp_path):
     assert data["results"], "no benchmark rows"
     for row in data["results"]:
         assert {"model", "heads", "head_dim", "seq_len", "batch", "pass", "fused", "reference", "speedup",
-                "max_abs_diff"} <= row.keys()
+                "max_abs_diff", "max_rel_diff"} <= row.keys()
         for path in ("fused", "reference"):
             assert {"median_s", "min_s", "max_s", "repeats", "peak_memory_bytes"} <= row[path].keys()
             assert row[path]["median_s"] > 0
-        assert row["max_abs_diff"] <= 1e-5
+        assert row["max_rel_diff"] <= 2e-6, row      # the C++ softmax on the CPU: float32 rounding apart
     assert {row["pass"] for row in data["results"]} == {"forward", "fwd+bwd"}

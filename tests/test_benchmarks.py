@@ -30,9 +30,26 @@ def test_data_benchmark(tmp_path):
 
 
 def test_throughput_benchmark(tmp_path):
-    sets = [a for s in TINY for a in ("--set", s)]
+    sets = [a for s in TINY + ["model.mlp_activation=gelu"] for a in ("--set", s)]
     stdout, payload = run("throughput.py", str(ROOT / "configs/quickstart.yaml"), *sets, "--repeats", "1",
-                          "--warmup", "1", tmp_path=tmp_path)
+                          "--warmup", "1", "--breakdown", tmp_path=tmp_path)
     rows = payload["results"]
     assert set(rows) == {"no_recompute", "recompute"}
     assert all(r["images_per_s"] > 0 and r["traces"] == 1 for r in rows.values())
+    assert 0 < rows["no_recompute"]["mfu"] and payload["gemm_gflops"]["best"] > 0
+    for variant, r in rows.items():
+        b = r["breakdown"]
+        assert all(t > 0 for t in b["phases_s"].values()), b["phases_s"]
+        assert all(b["classes_s"][c] > 0 for c in ("matmul", "activation", "attention core", "layer norm", "gather"))
+        modes = {op["mode"] for op in b["ops"]}
+        # the target encoder runs forward only; recomputed blocks run their forward twice
+        assert "fwd" in modes and ("fwd+bwd+fwd" in modes) == (variant == "recompute")
+    assert "breakdown, recompute:" in stdout and "attention core" in stdout
+
+
+def test_kernels_benchmark(tmp_path):
+    stdout, payload = run("kernels.py", "--batch", "1", "--repeats", "1", "--warmup", "0", tmp_path=tmp_path)
+    rows = payload["rows"]
+    assert {(r["kernel"], r["mode"]) for r in rows} == {(k, m) for k in ("gelu", "softmax", "layer_norm")
+                                                        for m in ("fwd", "fwd+bwd")}
+    assert all(r["ns_per_element"] > 0 for r in rows) and "kernels:" in stdout

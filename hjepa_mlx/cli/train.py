@@ -56,6 +56,9 @@ def run(argv: list[str] | None = None) -> int:
     device, message = resolve_device(loaded.config.device)
     print(message or f"device: {loaded.config.device} -> {device}")
     mx.set_default_device(device)
+    if mx.default_device().type == mx.DeviceType.cpu:
+        from hjepa_mlx import kernels
+        print(kernels.describe())
     plan = make_plan(loaded.config, output_dir=args.output_dir)
     if args.dry_run:
         from hjepa_mlx.config import dump_yaml

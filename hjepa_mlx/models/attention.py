@@ -1,9 +1,10 @@
 """Multi-head self-attention with two interchangeable kernels and optional axial 2-D RoPE.
 
-`fused=True` uses the MLX fast kernels: `mx.fast.scaled_dot_product_attention` and `mx.fast.rope`
-(fused on Apple GPUs; on the MLX CPU backend attention is *not* fused and runs the same ops as the
-reference). `fused=False` uses the plain formulas (`reference_attention`, `rope_reference`). Tests hold
-the two paths together (<= 1e-5) and both against float64 NumPy.
+`fused=True` uses the fast kernels: `mx.fast.scaled_dot_product_attention` and `mx.fast.rope` (fused on
+Apple GPUs and CUDA). The MLX CPU backend does not fuse attention (it runs the reference's ops), so there
+`fused_attention` computes the reference formula with the softmax of `hjepa_mlx.kernels` (vectorised and
+multi-threaded C++) when that is available. `fused=False` uses the plain formulas (`reference_attention`,
+`rope_reference`). Tests hold the two paths together (<= 1e-5) and both against float64 NumPy.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from hjepa_mlx import kernels
 from hjepa_mlx.models.posemb import rope_fused, rope_reference
 
 
@@ -26,7 +28,10 @@ def reference_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> 
 
 
 def fused_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
-    """`mx.fast.scaled_dot_product_attention` with the same arguments and result as `reference_attention`."""
+    """`mx.fast.scaled_dot_product_attention` with the same arguments and result as `reference_attention`;
+    on the CPU with the C++ kernels, the reference formula with their softmax."""
+    if kernels.use_kernels_for(q):
+        return kernels.softmax((q * scale) @ k.swapaxes(-1, -2)) @ v
     return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
 
 

@@ -21,6 +21,8 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from hjepa_mlx import kernels
+
 TARGET_LN_EPS = 1e-6
 
 
@@ -34,7 +36,7 @@ def target_features(target_encoder, images: mx.array) -> mx.array:
 
     Returns (B, N, D). The caller gathers the target indices and stops the gradient.
     """
-    return mx.fast.layer_norm(target_encoder(images), None, None, TARGET_LN_EPS)
+    return kernels.layer_norm(target_encoder(images), None, None, TARGET_LN_EPS)
 
 
 def pool_to_level(x: mx.array, cell_idx: mx.array, num_cells: int) -> tuple[mx.array, mx.array]:

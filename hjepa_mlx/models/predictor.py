@@ -11,6 +11,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from hjepa_mlx import kernels
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.models.init import ijepa_init, trunc_normal
 from hjepa_mlx.models.posemb import grid_positions, sincos_2d
@@ -45,7 +46,7 @@ class Predictor(nn.Module):
         self.mask_token = trunc_normal((predictor_dim,))            # I-JEPA: trunc_normal_(std=0.02)
         self.blocks = [Block(predictor_dim, num_heads, mlp_ratio, qkv_bias, use_fused_attention,
                              use_layerscale, layerscale_init, activation, rope_theta) for _ in range(depth)]
-        self.norm = nn.LayerNorm(predictor_dim, eps=LN_EPS)
+        self.norm = kernels.LayerNorm(predictor_dim, eps=LN_EPS)
         self.proj = nn.Linear(predictor_dim, encoder_dim)
         self._use_rope = use_rope
         self._checkpoint = use_checkpoint

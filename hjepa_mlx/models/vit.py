@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.nn.utils import checkpoint
 
+from hjepa_mlx import kernels
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.models.attention import Attention
 from hjepa_mlx.models.init import ijepa_init
@@ -21,8 +22,9 @@ from hjepa_mlx.models.posemb import grid_positions, sincos_2d
 
 LN_EPS = 1e-6   # timm / I-JEPA ViT LayerNorm epsilon
 
-# "gelu" is the exact (erf) GELU of timm's ViT; the others are cheaper stand-ins for slow CPUs.
-ACTIVATIONS = {"gelu": nn.gelu, "gelu_fast": nn.gelu_fast_approx, "relu": nn.relu}
+# "gelu" is the exact (erf) GELU of timm's ViT (on the CPU the C++ kernel of `hjepa_mlx.kernels`, same
+# math as nn.gelu); the others are cheaper stand-ins for slow CPUs.
+ACTIVATIONS = {"gelu": kernels.gelu, "gelu_fast": nn.gelu_fast_approx, "relu": nn.relu}
 
 
 def check_widths(what: str, dim: int, num_heads: int, use_rope: bool) -> None:
@@ -86,9 +88,9 @@ class Block(nn.Module):
                  fused: bool = True, use_layerscale: bool = False, layerscale_init: float = 1e-5,
                  activation: str = "gelu", rope_theta: float = 10000.0):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm1 = kernels.LayerNorm(dim, eps=LN_EPS)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, fused=fused, rope_theta=rope_theta)
-        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.norm2 = kernels.LayerNorm(dim, eps=LN_EPS)
         self.mlp = MLP(dim, int(dim * mlp_ratio), activation)
         self.use_layerscale = use_layerscale
         if use_layerscale:
@@ -140,7 +142,7 @@ class ViTEncoder(nn.Module):
         self._pos = sincos_2d(embed_dim, *self._grid)      # leading underscore: a constant, not a parameter
         self.blocks = [Block(embed_dim, num_heads, mlp_ratio, qkv_bias, use_fused_attention,
                              use_layerscale, layerscale_init, activation, rope_theta) for _ in range(depth)]
-        self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
+        self.norm = kernels.LayerNorm(embed_dim, eps=LN_EPS)
         self._use_rope = use_rope
         self._checkpoint = use_checkpoint
         ijepa_init(self)

@@ -1,0 +1,29 @@
+// One set of kernel entry points per instruction-set build, chosen once at run time.
+#pragma once
+
+#include <cstddef>
+
+namespace hjepa_kernels {
+
+struct KernelTable {
+  const char* isa;
+  void (*gelu_forward)(const float*, float*, size_t);
+  void (*gelu_backward)(const float*, const float*, float*, size_t);
+  void (*softmax_forward)(const float*, float*, size_t, size_t);
+  void (*softmax_backward)(const float*, const float*, float*, size_t, size_t);
+  void (*layer_norm_forward)(const float*, const float*, const float*, float*, size_t, size_t, float);
+  void (*layer_norm_backward)(const float*, const float*, const float*, float*, float*, float*, float*, size_t,
+                              size_t, float);
+};
+
+const KernelTable& baseline_table();
+#if defined(HJEPA_HAVE_AVX2_BUILD)
+const KernelTable& avx2_table();
+#endif
+
+// The table in use: AVX2+FMA when the build has it and the CPU supports it, else baseline.
+const KernelTable& kernels();
+// Force one build ("baseline", "avx2+fma") or "auto"; returns false if that build is unavailable here.
+bool select_kernels(const char* isa);
+
+}  // namespace hjepa_kernels

@@ -1,0 +1,282 @@
+#include "primitives.h"
+
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "kernel_table.h"
+#include "mlx/allocator.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/utils.h"
+#include "thread_pool.h"
+
+namespace hjepa_kernels {
+
+namespace {
+
+// Below these sizes a kernel call runs on the stream thread alone (waking workers costs ~10 us).
+constexpr size_t kElementGrain = 1 << 15;   // elements per part, element-wise kernels
+constexpr size_t kRowElementGrain = 1 << 14;  // elements per part, row kernels
+
+void check_float32(const mx::array& x, const char* op) {
+  if (x.dtype() != mx::float32) {
+    throw std::invalid_argument(std::string("[hjepa_kernels.") + op + "] only float32 is supported");
+  }
+}
+
+// Row-contiguous view of x on stream s (no copy when x already is).
+mx::array dense(const mx::array& x, mx::StreamOrDevice s) { return mx::contiguous(x, false, s); }
+
+size_t rows_of(const mx::array& x) { return x.ndim() == 0 ? 1 : x.size() / x.shape(-1); }
+size_t cols_of(const mx::array& x) { return x.ndim() == 0 ? 1 : x.shape(-1); }
+
+void allocate(mx::array& out) { out.set_data(mx::allocator::malloc(out.nbytes())); }
+
+// Runs row_fn(begin, end) over the rows of a rows x cols problem, in parallel when it is large.
+void parallel_rows(size_t rows, size_t cols, const std::function<void(size_t, size_t)>& row_fn) {
+  const size_t grain = std::max<size_t>(1, kRowElementGrain / std::max<size_t>(cols, 1));
+  parallel_for(rows, grain, row_fn);
+}
+
+}  // namespace
+
+void CpuOnly::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  throw std::runtime_error(std::string("[hjepa_kernels] ") + name() + " runs on the CPU only");
+}
+
+// ---------------------------------------------------------------- GELU
+
+mx::array gelu(const mx::array& x, mx::StreamOrDevice s) {
+  check_float32(x, "gelu");
+  return mx::array(x.shape(), x.dtype(), std::make_shared<Gelu>(mx::to_stream(s)), {dense(x, s)});
+}
+
+mx::array gelu_grad(const mx::array& x, const mx::array& dy, mx::StreamOrDevice s) {
+  check_float32(x, "gelu_grad");
+  check_float32(dy, "gelu_grad");
+  if (x.shape() != dy.shape()) throw std::invalid_argument("[hjepa_kernels.gelu_grad] x and dy differ in shape");
+  return mx::array(x.shape(), x.dtype(), std::make_shared<GeluGrad>(mx::to_stream(s)),
+                   {dense(x, s), dense(dy, s)});
+}
+
+void Gelu::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& x = inputs[0];
+  auto& out = outputs[0];
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(x);
+  encoder.set_output_array(out);
+  encoder.dispatch([xp = x.data<float>(), yp = out.data<float>(), n = x.size()]() {
+    const auto& k = kernels();
+    parallel_for(n, kElementGrain, [&](size_t b, size_t e) { k.gelu_forward(xp + b, yp + b, e - b); });
+  });
+}
+
+std::vector<mx::array> Gelu::jvp(const std::vector<mx::array>& primals, const std::vector<mx::array>& tangents,
+                                 const std::vector<int>&) {
+  return {gelu_grad(primals[0], tangents[0], stream())};
+}
+
+std::vector<mx::array> Gelu::vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                                 const std::vector<int>&, const std::vector<mx::array>&) {
+  return {gelu_grad(primals[0], cotangents[0], stream())};
+}
+
+void GeluGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& x = inputs[0];
+  const auto& dy = inputs[1];
+  auto& out = outputs[0];
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(x);
+  encoder.set_input_array(dy);
+  encoder.set_output_array(out);
+  encoder.dispatch([xp = x.data<float>(), gp = dy.data<float>(), dp = out.data<float>(), n = x.size()]() {
+    const auto& k = kernels();
+    parallel_for(n, kElementGrain, [&](size_t b, size_t e) { k.gelu_backward(xp + b, gp + b, dp + b, e - b); });
+  });
+}
+
+// ---------------------------------------------------------------- softmax
+
+mx::array softmax(const mx::array& x, mx::StreamOrDevice s) {
+  check_float32(x, "softmax");
+  if (x.ndim() == 0) throw std::invalid_argument("[hjepa_kernels.softmax] needs at least one axis");
+  return mx::array(x.shape(), x.dtype(), std::make_shared<Softmax>(mx::to_stream(s)), {dense(x, s)});
+}
+
+mx::array softmax_grad(const mx::array& y, const mx::array& dy, mx::StreamOrDevice s) {
+  check_float32(y, "softmax_grad");
+  check_float32(dy, "softmax_grad");
+  if (y.shape() != dy.shape()) throw std::invalid_argument("[hjepa_kernels.softmax_grad] y and dy differ in shape");
+  return mx::array(y.shape(), y.dtype(), std::make_shared<SoftmaxGrad>(mx::to_stream(s)),
+                   {dense(y, s), dense(dy, s)});
+}
+
+void Softmax::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& x = inputs[0];
+  auto& out = outputs[0];
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(x);
+  encoder.set_output_array(out);
+  encoder.dispatch([xp = x.data<float>(), yp = out.data<float>(), rows = rows_of(x), cols = cols_of(x)]() {
+    const auto& k = kernels();
+    parallel_rows(rows, cols, [&](size_t b, size_t e) {
+      k.softmax_forward(xp + b * cols, yp + b * cols, e - b, cols);
+    });
+  });
+}
+
+// The softmax Jacobian is symmetric, so the tangent map and the cotangent map are the same formula.
+std::vector<mx::array> Softmax::jvp(const std::vector<mx::array>& primals, const std::vector<mx::array>& tangents,
+                                    const std::vector<int>&) {
+  return {softmax_grad(softmax(primals[0], stream()), tangents[0], stream())};
+}
+
+std::vector<mx::array> Softmax::vjp(const std::vector<mx::array>&, const std::vector<mx::array>& cotangents,
+                                    const std::vector<int>&, const std::vector<mx::array>& outputs) {
+  return {softmax_grad(outputs[0], cotangents[0], stream())};
+}
+
+void SoftmaxGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& y = inputs[0];
+  const auto& dy = inputs[1];
+  auto& out = outputs[0];
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(y);
+  encoder.set_input_array(dy);
+  encoder.set_output_array(out);
+  encoder.dispatch([yp = y.data<float>(), gp = dy.data<float>(), dp = out.data<float>(), rows = rows_of(y),
+                    cols = cols_of(y)]() {
+    const auto& k = kernels();
+    parallel_rows(rows, cols, [&](size_t b, size_t e) {
+      k.softmax_backward(yp + b * cols, gp + b * cols, dp + b * cols, e - b, cols);
+    });
+  });
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+static void check_affine(const mx::array& x, const std::optional<mx::array>& weight,
+                         const std::optional<mx::array>& bias, bool need_bias) {
+  check_float32(x, "layer_norm");
+  if (x.ndim() == 0) throw std::invalid_argument("[hjepa_kernels.layer_norm] needs at least one axis");
+  if (need_bias && weight.has_value() != bias.has_value()) {
+    throw std::invalid_argument("[hjepa_kernels.layer_norm] give both weight and bias, or neither");
+  }
+  for (const auto* p : {&weight, &bias}) {
+    if (p->has_value()) {
+      check_float32(**p, "layer_norm");
+      if ((*p)->ndim() != 1 || (*p)->shape(0) != x.shape(-1)) {
+        throw std::invalid_argument("[hjepa_kernels.layer_norm] weight and bias must be (D,) for x (..., D)");
+      }
+    }
+  }
+}
+
+mx::array layer_norm(const mx::array& x, const std::optional<mx::array>& weight,
+                     const std::optional<mx::array>& bias, float eps, mx::StreamOrDevice s) {
+  check_affine(x, weight, bias, true);
+  std::vector<mx::array> inputs{dense(x, s)};
+  if (weight) {
+    inputs.push_back(dense(*weight, s));
+    inputs.push_back(dense(*bias, s));
+  }
+  return mx::array(x.shape(), x.dtype(), std::make_shared<LayerNorm>(mx::to_stream(s), eps), std::move(inputs));
+}
+
+std::vector<mx::array> layer_norm_grad(const mx::array& x, const std::optional<mx::array>& weight,
+                                       const mx::array& dy, float eps, mx::StreamOrDevice s) {
+  check_affine(x, weight, std::nullopt, false);
+  check_float32(dy, "layer_norm_grad");
+  if (x.shape() != dy.shape()) throw std::invalid_argument("[hjepa_kernels.layer_norm_grad] x and dy differ in shape");
+  auto prim = std::make_shared<LayerNormGrad>(mx::to_stream(s), eps);
+  if (!weight) return {mx::array(x.shape(), x.dtype(), prim, {dense(x, s), dense(dy, s)})};
+  const mx::Shape d{x.shape(-1)};
+  return mx::array::make_arrays({x.shape(), d, d}, {x.dtype(), x.dtype(), x.dtype()}, prim,
+                                {dense(x, s), dense(dy, s), dense(*weight, s)});
+}
+
+void LayerNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& x = inputs[0];
+  auto& out = outputs[0];
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(x);
+  const float* wp = nullptr;
+  const float* bp = nullptr;
+  if (inputs.size() == 3) {
+    encoder.set_input_array(inputs[1]);
+    encoder.set_input_array(inputs[2]);
+    wp = inputs[1].data<float>();
+    bp = inputs[2].data<float>();
+  }
+  encoder.set_output_array(out);
+  encoder.dispatch([xp = x.data<float>(), wp, bp, yp = out.data<float>(), rows = rows_of(x), cols = cols_of(x),
+                    eps = eps_]() {
+    const auto& k = kernels();
+    parallel_rows(rows, cols, [&](size_t b, size_t e) {
+      k.layer_norm_forward(xp + b * cols, wp, bp, yp + b * cols, e - b, cols, eps);
+    });
+  });
+}
+
+std::vector<mx::array> LayerNorm::vjp(const std::vector<mx::array>& primals,
+                                      const std::vector<mx::array>& cotangents, const std::vector<int>& argnums,
+                                      const std::vector<mx::array>&) {
+  std::optional<mx::array> weight;
+  if (primals.size() == 3) weight = primals[1];
+  auto grads = layer_norm_grad(primals[0], weight, cotangents[0], eps_, stream());
+  std::vector<mx::array> out;
+  for (int a : argnums) out.push_back(grads.at(a));   // 0: x, 1: weight, 2: bias
+  return out;
+}
+
+void LayerNormGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& x = inputs[0];
+  const auto& dy = inputs[1];
+  const bool affine = inputs.size() == 3;
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  for (auto& in : inputs) encoder.set_input_array(in);
+  for (auto& out : outputs) {
+    allocate(out);
+    encoder.set_output_array(out);
+  }
+  const float* wp = affine ? inputs[2].data<float>() : nullptr;
+  float* dwp = affine ? outputs[1].data<float>() : nullptr;
+  float* dbp = affine ? outputs[2].data<float>() : nullptr;
+  encoder.dispatch([xp = x.data<float>(), gp = dy.data<float>(), wp, dxp = outputs[0].data<float>(), dwp, dbp,
+                    rows = rows_of(x), cols = cols_of(x), eps = eps_]() {
+    const auto& k = kernels();
+    // Each part sums its rows' weight and bias gradients into its own slot; the slots are added after.
+    const int slots = pool().threads() * 4;
+    std::vector<float> partial(dwp ? static_cast<size_t>(slots) * 2 * cols : 0, 0.0f);
+    std::vector<float> scratch(static_cast<size_t>(slots) * cols);
+    std::atomic<int> next_slot{0};
+    parallel_rows(rows, cols, [&](size_t b, size_t e) {
+      const int slot = next_slot.fetch_add(1);
+      float* dw = dwp ? partial.data() + static_cast<size_t>(slot) * 2 * cols : nullptr;
+      float* db = dwp ? dw + cols : nullptr;
+      k.layer_norm_backward(xp + b * cols, wp, gp + b * cols, dxp + b * cols, dw, db,
+                            scratch.data() + static_cast<size_t>(slot) * cols, e - b, cols, eps);
+    });
+    if (dwp) {
+      const int used = next_slot.load();
+      for (size_t i = 0; i < cols; ++i) dwp[i] = dbp[i] = 0.0f;
+      for (int p = 0; p < used; ++p) {
+        const float* dw = partial.data() + static_cast<size_t>(p) * 2 * cols;
+        for (size_t i = 0; i < cols; ++i) {
+          dwp[i] += dw[i];
+          dbp[i] += dw[cols + i];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace hjepa_kernels

@@ -1,0 +1,330 @@
+"""The C++ CPU kernels (hjepa_mlx._kernels via hjepa_mlx.kernels) against float64 NumPy, against MLX's
+own ops, under mx.grad / mx.compile, on awkward shapes, and the fallback to MLX's ops."""
+
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from hjepa_mlx import kernels as K
+
+needs_ext = pytest.mark.skipif(not K.available(), reason=f"C++ kernels unavailable: {K.describe()}")
+
+_ERFC = np.vectorize(math.erfc)
+
+
+def _isas():
+    """Every kernel build this CPU can run (the portable one always)."""
+    if not K.available():
+        return ["none"]
+    out = []
+    for isa in ("baseline", "avx2+fma"):
+        if K._EXT.select_isa(isa):
+            out.append(isa)
+    K._EXT.select_isa("auto")
+    return out
+
+
+@pytest.fixture(params=_isas())
+def isa(request):
+    if request.param == "none":
+        pytest.skip(f"C++ kernels unavailable: {K.describe()}")
+    assert K._EXT.select_isa(request.param)
+    yield request.param
+    K._EXT.select_isa("auto")
+
+
+def _f32(a):
+    return mx.array(np.asarray(a, dtype=np.float32))
+
+
+def _np(a):
+    return np.array(a).astype(np.float64)
+
+
+# ---------------------------------------------------------------- float64 references
+
+def ref_cdf(x):
+    return 0.5 * _ERFC(-x / math.sqrt(2.0))
+
+
+def ref_pdf(x):
+    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def ref_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def ref_layer_norm(x, w, b, eps):
+    mean = x.mean(-1, keepdims=True)
+    xhat = (x - mean) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return xhat if w is None else xhat * w + b, xhat
+
+
+def ref_layer_norm_grads(x, w, dy, eps):
+    _, xhat = ref_layer_norm(x, None, None, eps)
+    rstd = 1.0 / np.sqrt(x.var(-1, keepdims=True) + eps)
+    g = dy if w is None else dy * w
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    rows = dy.reshape(-1, dy.shape[-1])
+    return dx, (rows * xhat.reshape(rows.shape)).sum(0), rows.sum(0)
+
+
+# ---------------------------------------------------------------- GELU
+
+def _gelu_inputs():
+    rng = np.random.default_rng(0)
+    return np.concatenate([np.linspace(-12, 12, 4001), 3 * rng.standard_normal(3000),
+                           [0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8]]).astype(np.float32)
+
+
+def test_gelu_values_within_1e6_relative(isa):
+    x = _gelu_inputs()
+    y = _np(K._EXT.gelu(_f32(x)))
+    xd = x.astype(np.float64)
+    ref = xd * ref_cdf(xd)
+    np.testing.assert_array_less(np.abs(y - ref), 1e-6 * np.abs(ref) + 1e-37)
+
+
+def test_gelu_tails_and_specials(isa):
+    x = np.array([-30.0, -14.0, 13.0, 40.0, 1e30, np.inf, -np.inf, np.nan], np.float32)
+    y = _np(K._EXT.gelu(_f32(x)))
+    assert np.all(np.abs(y[:2]) < 1e-36)                    # true values ~1e-44 and below
+    np.testing.assert_array_equal(y[2:6], x[2:6])          # Phi rounds to 1
+    assert np.isnan(y[6]) and np.isnan(y[7])               # -inf * 0 and NaN, as x * Phi(x) in MLX
+
+
+def test_gelu_gradient_matches_analytic_float64(isa):
+    x = _gelu_inputs()
+    c = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    for fn in (mx.grad(lambda a: (K.gelu(a) * _f32(c)).sum()),
+               mx.compile(mx.grad(lambda a: (K.gelu(a) * _f32(c)).sum()))):
+        g = _np(fn(_f32(x)))
+        xd = x.astype(np.float64)
+        cdf, xpdf = ref_cdf(xd), xd * ref_pdf(xd)
+        ref = c * (cdf + xpdf)
+        # Relative to the two terms' size: GELU' crosses zero near x = -0.75 where they cancel.
+        np.testing.assert_array_less(np.abs(g - ref), 1e-6 * np.abs(c) * (np.abs(cdf) + np.abs(xpdf)) + 1e-37)
+
+
+@needs_ext
+def test_gelu_jvp_equals_vjp_elementwise():
+    x, t = _f32(np.linspace(-4, 4, 101)), _f32(np.linspace(1, 2, 101))
+    (jv,) = mx.jvp(K._EXT.gelu, [x], [t])[1]
+    (vj,) = mx.vjp(K._EXT.gelu, [x], [t])[1]
+    np.testing.assert_array_equal(np.array(jv), np.array(vj))
+
+
+@needs_ext
+def test_gelu_equals_mlx_on_threaded_odd_shapes_and_views():
+    # 257 x 301 = 77,357 elements: split over the pool in uneven parts.
+    x = mx.random.normal((257, 301), key=mx.random.key(2)) * 3
+    for a in (x, x.T, x[::2, 1::3]):
+        dense = mx.array(np.array(a))
+        np.testing.assert_array_equal(np.array(K._EXT.gelu(a)), np.array(K._EXT.gelu(dense)))
+        # MLX's own GELU loses ~2e-7 absolute to cancellation in 1 + erf(x / sqrt 2) for x < 0.
+        np.testing.assert_allclose(np.array(K._EXT.gelu(a)), np.array(nn.gelu(a)), rtol=2e-6, atol=1e-6)
+    # The gradient of a sum arrives as a broadcast (stride-0) cotangent.
+    g = mx.grad(lambda a: K._EXT.gelu(a).sum())(x.T)
+    with K.disabled():
+        g_ref = mx.grad(lambda a: K.gelu(a).sum())(x.T)
+    np.testing.assert_allclose(np.array(g), np.array(g_ref), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- softmax
+
+@pytest.mark.parametrize("shape", [(7, 13), (3, 5, 197), (1001, 197), (4, 1)])
+def test_softmax_values_and_gradient_match_float64(isa, shape):
+    rng = np.random.default_rng(3)
+    x = (4 * rng.standard_normal(shape)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y_ref = ref_softmax(x.astype(np.float64))
+    y = _np(K.softmax(_f32(x)))
+    # Relative error budget: 2e-6, plus the rounding of x - max in float32 (as MLX's softmax has it),
+    # which costs up to 6e-8 * |x - max| relative in exp.
+    rel = 2e-6 + 6e-8 * (x.max(-1, keepdims=True) - x)
+    np.testing.assert_array_less(np.abs(y - y_ref), rel * y_ref + 1e-30)
+    dot = (dy * y_ref).sum(-1, keepdims=True)
+    dx_ref = y_ref * (dy - dot)
+    def vjp(a, c):
+        return mx.vjp(K.softmax, [a], [c])[1][0]
+
+    for run in (vjp, mx.compile(vjp)):
+        dx = _np(run(_f32(x), _f32(dy)))
+        # <dy, y> is a float32 sum: its error scales with sum |dy| y, not with its (possibly cancelled) value.
+        dot_scale = (np.abs(dy) * y_ref).sum(-1, keepdims=True)
+        np.testing.assert_array_less(np.abs(dx - dx_ref), rel * y_ref * (np.abs(dy) + dot_scale) + 1e-30)
+
+
+@needs_ext
+def test_softmax_on_views_and_masked_entries():
+    x = mx.random.normal((197, 64), key=mx.random.key(4))
+    for a in (x.T, x[:, ::3], mx.broadcast_to(x[:1], (5, 64))):
+        np.testing.assert_allclose(np.array(K._EXT.softmax(a)), np.array(mx.softmax(a, axis=-1)), rtol=2e-6, atol=1e-9)
+    m = mx.array([[0.0, -np.inf, 1.0]])
+    np.testing.assert_allclose(np.array(K._EXT.softmax(m)), np.array(mx.softmax(m, axis=-1)), rtol=1e-6)
+
+
+@needs_ext
+def test_softmax_jvp():
+    x, t = mx.random.normal((3, 11), key=mx.random.key(5)), mx.random.normal((3, 11), key=mx.random.key(6))
+    (jv,) = mx.jvp(K._EXT.softmax, [x], [t])[1]
+    (ref,) = mx.jvp(lambda a: mx.softmax(a, axis=-1), [x], [t])[1]
+    np.testing.assert_allclose(np.array(jv), np.array(ref), rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- LayerNorm
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("shape", [(5, 37), (2, 3, 384), (1001, 97)])
+def test_layer_norm_values_and_gradients_match_float64(isa, affine, shape):
+    rng = np.random.default_rng(7)
+    d = shape[-1]
+    x = (3 + 2 * rng.standard_normal(shape)).astype(np.float32)   # a mean offset, as real activations have
+    dy = rng.standard_normal(shape).astype(np.float32)
+    w = (1 + 0.5 * rng.standard_normal(d)).astype(np.float32) if affine else None
+    b = (0.5 * rng.standard_normal(d)).astype(np.float32) if affine else None
+    eps = 1e-6
+    xd, wd, bd = x.astype(np.float64), None if w is None else w.astype(np.float64), None if b is None else b.astype(np.float64)
+    y_ref, xhat = ref_layer_norm(xd, wd, bd, eps)
+    args = [_f32(x)] + ([_f32(w), _f32(b)] if affine else [])
+
+    def fn(*a):
+        return K.layer_norm(a[0], a[1] if affine else None, a[2] if affine else None, eps)
+
+    y = _np(fn(*args))
+    # Error budget relative to what float32 subtracts: x and the mean, both scaled by 1/std.
+    rstd = 1.0 / np.sqrt(xd.var(-1, keepdims=True) + eps)
+    x_scale = (np.abs(xd) + np.abs(xd.mean(-1, keepdims=True))) * rstd
+    scale = x_scale * (1 if w is None else np.abs(wd)) + (0 if b is None else np.abs(bd))
+    np.testing.assert_array_less(np.abs(y - y_ref), 2e-6 * scale)
+    dx_ref, dw_ref, db_ref = ref_layer_norm_grads(xd, wd, dy.astype(np.float64), eps)
+    for run in (lambda *a: mx.vjp(fn, list(a), [_f32(dy)])[1],
+                mx.compile(lambda *a: mx.vjp(fn, list(a), [_f32(dy)])[1])):
+        grads = [_np(g) for g in run(*args)]
+        rows = dy.reshape(-1, d).astype(np.float64)
+        g = np.abs(dy) * (1 if w is None else np.abs(wd))
+        # dx = rstd * (g - mean(g) - xhat * mean(g xhat)): budget relative to the terms' magnitudes.
+        g_scale = rstd * (g + g.mean(-1, keepdims=True) + x_scale * (g * x_scale).mean(-1, keepdims=True))
+        np.testing.assert_array_less(np.abs(grads[0] - dx_ref), 4e-6 * g_scale)
+        if affine:
+            abs_rows = np.abs(rows)
+            np.testing.assert_array_less(np.abs(grads[1] - dw_ref),
+                                         2e-6 * (abs_rows * x_scale.reshape(rows.shape)).sum(0))
+            np.testing.assert_array_less(np.abs(grads[2] - db_ref), 2e-6 * abs_rows.sum(0))
+
+
+@needs_ext
+def test_layer_norm_equals_mlx_on_views():
+    x = mx.random.normal((96, 40), key=mx.random.key(8))
+    w, b = mx.random.normal((96,), key=mx.random.key(9)), mx.random.normal((96,), key=mx.random.key(10))
+    for a in (x.T, x.T[::2]):
+        np.testing.assert_allclose(np.array(K._EXT.layer_norm(a, w, b, 1e-5)),
+                                   np.array(mx.fast.layer_norm(a, w, b, 1e-5)), rtol=1e-5, atol=2e-6)
+
+
+def test_layer_norm_module_keeps_nn_layernorm_parameters():
+    ln = K.LayerNorm(8, eps=1e-6)
+    assert isinstance(ln, nn.LayerNorm) and set(ln.parameters()) == {"weight", "bias"}
+    x = mx.random.normal((3, 8), key=mx.random.key(11))
+    with K.disabled():
+        ref = ln(x)
+    np.testing.assert_allclose(np.array(ln(x)), np.array(ref), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the model: kernels == MLX ops
+
+def test_vit_block_kernels_equal_mlx_ops_forward_and_gradients():
+    from hjepa_mlx.models.vit import Block
+
+    mx.random.seed(0)
+    block = Block(48, 3, activation="gelu")
+    x = mx.random.normal((2, 37, 48), key=mx.random.key(12))
+
+    def loss(params, a):
+        block.update(params)
+        return (block(a) ** 2).mean()
+
+    params = block.parameters()
+    out = mx.compile(mx.value_and_grad(loss))(params, x)
+    with K.disabled():
+        ref = mx.compile(mx.value_and_grad(lambda p, a: loss(p, a)))(params, x)
+    np.testing.assert_allclose(out[0].item(), ref[0].item(), rtol=1e-6)
+    from mlx.utils import tree_flatten
+    for (name, g), (_, g_ref) in zip(tree_flatten(out[1]), tree_flatten(ref[1])):
+        np.testing.assert_allclose(np.array(g), np.array(g_ref), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+# ---------------------------------------------------------------- choosing and falling back
+
+def test_kernels_build_where_a_compiler_exists():
+    """On Linux x86_64 with a C++ compiler, `pip install` must have built the kernels (else they were
+    silently lost); say why they did not load."""
+    if not (sys.platform == "linux" and platform.machine() == "x86_64" and shutil.which("c++")):
+        pytest.skip("no Linux x86_64 C++ toolchain here")
+    if os.environ.get(K.ENV_VAR, "").lower() in {"off", "0", "false", "none"}:
+        pytest.skip(f"{K.ENV_VAR} switches them off")
+    assert K.available(), K.describe()
+
+
+def test_wrappers_use_mlx_ops_when_not_applicable(monkeypatch):
+    class Exploding:
+        def __getattr__(self, name):
+            raise AssertionError(f"C++ kernel {name} called")
+
+    monkeypatch.setattr(K, "_EXT", Exploding())
+    x = mx.random.normal((4, 6), key=mx.random.key(13))
+    with K.disabled():                                              # switched off
+        np.testing.assert_array_equal(np.array(K.gelu(x)), np.array(nn.gelu(x)))
+    half = x.astype(mx.float16)                                     # not float32
+    np.testing.assert_array_equal(np.array(K.softmax(half)), np.array(mx.softmax(half, axis=-1)))
+    w = mx.ones((6,))                                               # weight without bias
+    np.testing.assert_array_equal(np.array(K.layer_norm(x, w, None, 1e-6)),
+                                  np.array(mx.fast.layer_norm(x, w, None, 1e-6)))
+    monkeypatch.setattr(K, "_device_is_cpu", lambda: False)         # a GPU: MLX's fused kernels
+    assert not K.use_kernels_for(x)
+    np.testing.assert_array_equal(np.array(K.gelu(x)), np.array(nn.gelu(x)))
+
+
+def test_missing_extension_falls_back_with_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(K, "_EXT", None)
+    monkeypatch.setattr(K, "_REASON", "test reason")
+    monkeypatch.setitem(K._state, "warned", False)
+    x = mx.random.normal((4, 6), key=mx.random.key(14))
+    out = [K.gelu(x), K.softmax(x), K.layer_norm(x, None, None, 1e-6)]
+    np.testing.assert_array_equal(np.array(out[0]), np.array(nn.gelu(x)))
+    np.testing.assert_array_equal(np.array(out[1]), np.array(mx.softmax(x, axis=-1)))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("kernels:")]
+    assert len(lines) == 1 and "test reason" in lines[0]
+    assert "MLX's own ops" in K.describe()
+    monkeypatch.setitem(K._state, "warned", False)            # a printed describe() line is the one line
+    print(K.describe())
+    K.gelu(x)
+    assert len([ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("kernels:")]) == 1
+
+
+@needs_ext
+def test_version_mismatch_refuses_the_extension(monkeypatch):
+    monkeypatch.setattr(K._EXT, "mlx_version", "0.0.0")
+    ext, reason = K._load()
+    assert ext is None and "built for MLX 0.0.0" in reason
+
+
+def test_env_switch_off_in_a_fresh_process():
+    code = ("import hjepa_mlx, mlx.core as mx, mlx.nn as nn\nfrom hjepa_mlx import kernels as K\n"
+            "x = mx.arange(6, dtype=mx.float32) - 3\n"
+            "assert mx.array_equal(K.gelu(x), nn.gelu(x)).item() and not K.available()\nK.softmax(x)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, K.ENV_VAR: "off"})
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("kernels:")]
+    assert len(lines) == 1 and f"{K.ENV_VAR}=off" in lines[0], proc.stdout
