@@ -19,6 +19,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from hjepa_mlx.kernels import layer_norm
+
 PROJECTORS = ("none", "layernorm", "expander")
 BN_EPS = 1e-5
 TOKEN_LN_EPS = 1e-6
@@ -61,7 +63,7 @@ def regularised_features(tokens: mx.array, kind: str, expander: Expander | None 
         raise ValueError(f"unknown VICReg projector {kind!r}; choose one of {PROJECTORS}")
     tokens = tokens.astype(mx.float32)
     if kind == "layernorm":
-        return mx.fast.layer_norm(tokens, None, None, TOKEN_LN_EPS).mean(axis=1)
+        return layer_norm(tokens, None, None, TOKEN_LN_EPS).mean(axis=1)
     pooled = tokens.mean(axis=1)
     if kind == "expander":
         if expander is None:
