@@ -35,6 +35,19 @@ size_t cols_of(const mx::array& x) { return x.ndim() == 0 ? 1 : x.shape(-1); }
 
 void allocate(mx::array& out) { out.set_data(mx::allocator::malloc(out.nbytes())); }
 
+// Allocates every output and registers inputs and outputs with the stream's CPU encoder (so MLX keeps
+// them alive until the queued work has run); the caller then queues the work with encoder.dispatch.
+mx::cpu::CommandEncoder& prepare(const mx::Stream& stream, const std::vector<mx::array>& inputs,
+                                 std::vector<mx::array>& outputs) {
+  auto& encoder = mx::cpu::get_command_encoder(stream);
+  for (const auto& in : inputs) encoder.set_input_array(in);
+  for (auto& out : outputs) {
+    allocate(out);
+    encoder.set_output_array(out);
+  }
+  return encoder;
+}
+
 // Runs row_fn(begin, end) over the rows of a rows x cols problem, in parallel when it is large.
 void parallel_rows(size_t rows, size_t cols, const std::function<void(size_t, size_t)>& row_fn) {
   const size_t grain = std::max<size_t>(1, kRowElementGrain / std::max<size_t>(cols, 1));
@@ -65,10 +78,7 @@ mx::array gelu_grad(const mx::array& x, const mx::array& dy, mx::StreamOrDevice 
 void Gelu::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   const auto& x = inputs[0];
   auto& out = outputs[0];
-  allocate(out);
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(x);
-  encoder.set_output_array(out);
+  auto& encoder = prepare(stream(), inputs, outputs);
   encoder.dispatch([xp = x.data<float>(), yp = out.data<float>(), n = x.size()]() {
     const auto& k = kernels();
     parallel_for(n, kElementGrain, [&](size_t b, size_t e) { k.gelu_forward(xp + b, yp + b, e - b); });
@@ -89,11 +99,7 @@ void GeluGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::ar
   const auto& x = inputs[0];
   const auto& dy = inputs[1];
   auto& out = outputs[0];
-  allocate(out);
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(x);
-  encoder.set_input_array(dy);
-  encoder.set_output_array(out);
+  auto& encoder = prepare(stream(), inputs, outputs);
   encoder.dispatch([xp = x.data<float>(), gp = dy.data<float>(), dp = out.data<float>(), n = x.size()]() {
     const auto& k = kernels();
     parallel_for(n, kElementGrain, [&](size_t b, size_t e) { k.gelu_backward(xp + b, gp + b, dp + b, e - b); });
@@ -119,10 +125,7 @@ mx::array softmax_grad(const mx::array& y, const mx::array& dy, mx::StreamOrDevi
 void Softmax::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   const auto& x = inputs[0];
   auto& out = outputs[0];
-  allocate(out);
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(x);
-  encoder.set_output_array(out);
+  auto& encoder = prepare(stream(), inputs, outputs);
   encoder.dispatch([xp = x.data<float>(), yp = out.data<float>(), rows = rows_of(x), cols = cols_of(x)]() {
     const auto& k = kernels();
     parallel_rows(rows, cols, [&](size_t b, size_t e) {
@@ -146,11 +149,7 @@ void SoftmaxGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx:
   const auto& y = inputs[0];
   const auto& dy = inputs[1];
   auto& out = outputs[0];
-  allocate(out);
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(y);
-  encoder.set_input_array(dy);
-  encoder.set_output_array(out);
+  auto& encoder = prepare(stream(), inputs, outputs);
   encoder.dispatch([yp = y.data<float>(), gp = dy.data<float>(), dp = out.data<float>(), rows = rows_of(y),
                     cols = cols_of(y)]() {
     const auto& k = kernels();
@@ -205,18 +204,9 @@ std::vector<mx::array> layer_norm_grad(const mx::array& x, const std::optional<m
 void LayerNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   const auto& x = inputs[0];
   auto& out = outputs[0];
-  allocate(out);
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(x);
-  const float* wp = nullptr;
-  const float* bp = nullptr;
-  if (inputs.size() == 3) {
-    encoder.set_input_array(inputs[1]);
-    encoder.set_input_array(inputs[2]);
-    wp = inputs[1].data<float>();
-    bp = inputs[2].data<float>();
-  }
-  encoder.set_output_array(out);
+  auto& encoder = prepare(stream(), inputs, outputs);
+  const float* wp = inputs.size() == 3 ? inputs[1].data<float>() : nullptr;
+  const float* bp = inputs.size() == 3 ? inputs[2].data<float>() : nullptr;
   encoder.dispatch([xp = x.data<float>(), wp, bp, yp = out.data<float>(), rows = rows_of(x), cols = cols_of(x),
                     eps = eps_]() {
     const auto& k = kernels();
@@ -241,12 +231,7 @@ void LayerNormGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<m
   const auto& x = inputs[0];
   const auto& dy = inputs[1];
   const bool affine = inputs.size() == 3;
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (auto& in : inputs) encoder.set_input_array(in);
-  for (auto& out : outputs) {
-    allocate(out);
-    encoder.set_output_array(out);
-  }
+  auto& encoder = prepare(stream(), inputs, outputs);
   const float* wp = affine ? inputs[2].data<float>() : nullptr;
   float* dwp = affine ? outputs[1].data<float>() : nullptr;
   float* dbp = affine ? outputs[2].data<float>() : nullptr;
