@@ -291,3 +291,15 @@ def test_ema_is_applied_once_per_optimizer_step_after_adamw(tmp_path, k):
         np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-7, err_msg=key)
         moved = max(moved, float(np.abs(np.array(got) - np.array(before[key])).max()))
     assert moved > 1e-6          # the online encoder did change, so a dropped EMA could not pass
+
+
+def test_stop_on_collapse_saves_a_checkpoint_and_exits_3(tmp_path, capsys):
+    """A rank threshold no feature set can meet makes every check bad: with patience 1 and
+    training.stop_on_collapse the run stops at the first check, with a checkpoint to resume from."""
+    code, out = run(tmp_path, "training.epochs=2", "logging.collapse_frequency=2", "logging.collapse_probe_images=4",
+                    "logging.collapse_rank_fraction=1.0", "logging.collapse_patience=1",
+                    "training.stop_on_collapse=true")
+    assert code == 3
+    log = (out / "train.log").read_text()
+    assert "stopping: collapse alarm" in log and "steps 2-2" in log
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000002.safetensors"
