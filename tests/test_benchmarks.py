@@ -53,3 +53,21 @@ def test_kernels_benchmark(tmp_path):
     assert {(r["kernel"], r["mode"]) for r in rows} == {(k, m) for k in ("gelu", "softmax", "layer_norm")
                                                         for m in ("fwd", "fwd+bwd")}
     assert all(r["ns_per_element"] > 0 for r in rows) and "kernels:" in stdout
+
+
+def test_quality_benchmark_on_tiny_cifar_files(tmp_path):
+    """benchmarks/quality.py end to end on tiny generated CIFAR-10 files (never the dev set): trained,
+    random-init and raw-pixel rows with the issue's four keys, a learning curve and the pass/fail checks."""
+    from test_trainer import _write_cifar10
+    _write_cifar10(tmp_path / "data")
+    extra = TINY + ["data.batch_size=8", "data.val_holdout=8", "logging.collapse_frequency=1",
+                    "logging.collapse_probe_images=8", "data.num_workers=0"]
+    sets = [a for s in extra for a in ("--set", s)]
+    stdout, payload = run("quality.py", str(ROOT / "configs/cifar10_cpu.yaml"), "--data-path", str(tmp_path / "data"),
+                          "--steps", "3", "--no-linear", "--output-dir", str(tmp_path / "run"), *sets,
+                          tmp_path=tmp_path)
+    for row in ("trained", "random_init", "raw_pixels"):
+        assert set(payload[row]) >= {"knn_top1_k1", "knn_top1_k20", "linear_top1", "rankme", "full"}
+        assert 0.0 <= payload[row]["knn_top1_k20"] <= 1.0
+    assert payload["steps"] == 3 and payload["curve"]["rankme"] and payload["curve"]["knn_top1_k20"]
+    assert "k-NN@20 >= 50 %" in payload["checks"] and "learning curve" in stdout
