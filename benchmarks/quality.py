@@ -56,8 +56,7 @@ def dataset_facts(config):
     from hjepa_mlx.build import build_loaders, train_dataset_sizes
     from hjepa_mlx.plan import make_plan
 
-    cfg = config
-    loaders = build_loaders(cfg, make_plan(cfg))
+    loaders = build_loaders(config, make_plan(config))
     train = sum(train_dataset_sizes(loaders).values())
     bank = len(loaders.knn_train[0][1].dataset) if loaders.knn_train else 0
     test = len(loaders.knn_val[0][1].dataset) if loaders.knn_val else 0

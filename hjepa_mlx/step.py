@@ -45,11 +45,6 @@ def wd_at(s: StepSettings, step):
     return schedules.weight_decay_at(step, start=s.weight_decay, end=s.weight_decay_end, total_steps=s.total_steps)
 
 
-def momentum_at(s: StepSettings, step):
-    return schedules.ema_momentum_at(step, start=s.ema_start, end=s.ema_end, warmup_steps=s.ema_warmup_steps,
-                                     total_steps=s.total_steps)
-
-
 def ema_rate_at(s: StepSettings, step):
     return schedules.ema_rate_at(step, start=s.ema_start, end=s.ema_end, warmup_steps=s.ema_warmup_steps,
                                  total_steps=s.total_steps)
@@ -102,9 +97,10 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True):
         wd = wd_at(settings, step)
         new_params, new_opt = optim.adamw_update(state["params"], grads, state["opt"], lr=lr, weight_decay=wd,
                                                  betas=settings.betas, decay_mask=decay)
-        momentum = momentum_at(settings, step)
         # once per optimizer step, after AdamW, with the rate 1 - momentum (exact near momentum 1)
-        new_target = ema_update_rate(state["target"], new_params["encoder"], ema_rate_at(settings, step))
+        rate = ema_rate_at(settings, step)
+        new_target = ema_update_rate(state["target"], new_params["encoder"], rate)
+        momentum = 1.0 - rate                      # for the metrics only
 
         skipped = mx.logical_not(finite)
         new_state = {

@@ -67,7 +67,8 @@ class HJEPAModel(nn.Module):
 
         features = {"context_pooled_1": context.astype(mx.float32).mean(axis=1),
                     "target_pooled_1": target_tokens.mean(axis=1)}
-        vicreg = self._loss_settings.vicreg
+        # "none" acts on the pooled tokens themselves: total_loss falls back to context_pooled_*
+        vicreg = self._loss_settings.vicreg and self._projector != "none"
         if vicreg:
             features["vicreg_1"] = self._regularised(context)
         if self._two_views:
