@@ -70,6 +70,9 @@ def measure(config, *, repeats: int, warmup: int, breakdown: bool = False, compa
     rng = np.random.default_rng(0)
     host = [{"images": rng.standard_normal((b, size, size, 3), dtype=np.float32),
              "images_view2": rng.standard_normal((b, size, size, 3), dtype=np.float32)} for _ in range(k)]
+    count, local = plan.local_crops
+    for h in host if count else ():
+        h["local_crops"] = rng.standard_normal((b, count, local, local, 3), dtype=np.float32)
     batch = device_batch(host, [sample_masks(mask_plan, b, 0, i, 0) for i in range(k)], plan.two_views)
     holder = {"state": state}
 

@@ -187,10 +187,11 @@ def build_loaders(config: Config, plan: Plan) -> Loaders:
     need = d.batch_size * config.training.accumulation_steps
     if len(train) < need:
         raise _too_small(train, need)
+    local = dict(local_transform=local_crop_transform(config), num_local=d.multi_crop.num_local_crops)
     loaders = Loaders(
-        train=BatchLoader(train, d.batch_size, train_tf, views=views, seed=seed, num_workers=d.num_workers),
+        train=BatchLoader(train, d.batch_size, train_tf, views=views, seed=seed, num_workers=d.num_workers, **local),
         val=BatchLoader(val, d.batch_size, eval_tf if views == 1 else train_tf, views=views, seed=seed + 1,
-                        num_workers=d.num_workers, shuffle=False),
+                        num_workers=d.num_workers, shuffle=False, **local),
         knn_train=[], knn_val=[],
         probe=BatchLoader(val, d.batch_size, eval_tf, seed=seed, num_workers=d.num_workers, shuffle=False))
     if config.evaluation.knn.enabled:
@@ -203,6 +204,20 @@ def build_loaders(config: Config, plan: Plan) -> Loaders:
             loaders.knn_val.append((name, BatchLoader(test, d.batch_size, eval_tf, seed=seed, drop_last=False,
                                                       num_workers=d.num_workers, shuffle=False)))
     return loaders
+
+
+def local_crop_transform(config: Config):
+    """Multi-crop's local-crop transform (the training transform at local_crop_size and local_crop_scale),
+    or None when data.multi_crop.num_local_crops is 0."""
+    from dataclasses import replace
+
+    from hjepa_mlx.data.transforms import make_train_transform
+
+    crop = config.data.multi_crop
+    if crop.num_local_crops == 0:
+        return None
+    return make_train_transform(replace(transform_spec(config), crop_scale=tuple(crop.local_crop_scale)),
+                                crop.local_crop_size)
 
 
 def _too_small(dataset, need):

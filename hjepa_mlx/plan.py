@@ -44,6 +44,7 @@ class Plan:
     val_holdout: int = 0             # validation images held out of each dataset's training split
     ema_warmup_steps: int | None = None
     ema: tuple = ()                  # (label, step, 1 - momentum) at the start, end of warm-up, last step
+    local_crops: tuple = (0, 0)      # multi-crop: (local crops per image, their size in px)
 
 
 def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
@@ -123,7 +124,8 @@ def make_plan(config: Config, *, output_dir: str | None = None,
         steps_per_epoch=steps, total_steps=total, two_views=needs_two_views(config),
         loss_terms=loss_terms(config), val_holdout=holdout_count(config),
         ema_warmup_steps=None if steps is None else config.model.ema.momentum_warmup_epochs * steps,
-        ema=() if total is None else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total))
+        ema=() if total is None else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total),
+        local_crops=(config.data.multi_crop.num_local_crops, config.data.multi_crop.local_crop_size))
 
 
 def ema_milestones(config: Config, warmup_steps: int, total_steps: int) -> tuple:
@@ -155,6 +157,11 @@ def describe_plan(plan: Plan) -> str:
         lines.append(f"steps         : {plan.steps_per_epoch:,} per epoch, {plan.total_steps:,} in total")
     else:
         lines.append("steps         : known once the dataset is read")
+    count, size = plan.local_crops
+    if count:
+        g = size // e.patch_size
+        lines.append(f"multi-crop    : {count} local crop(s) of {size} px ({g}x{g} patches, unmasked, sin-cos "
+                     f"positions resampled to the full grid) per image, in VICReg beside the two global views")
     lines.append(f"validation    : {plan.val_holdout:,} training images held out per dataset (not trained on)")
     if plan.ema:
         lines.append("EMA momentum  : " + ", ".join(f"1 - {r:.3g} at {label} (step {step:,})"

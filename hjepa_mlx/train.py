@@ -56,6 +56,8 @@ def device_batch(host_batches: list[dict], masks: list, two_views: bool) -> dict
     if two_views:
         batch["images_view2"] = mx.array(np.stack([b["images_view2"] for b in host_batches]))
         batch["context_idx_view2"] = mx.array(np.stack([m.context_idx_view2 for m in masks]))
+    if "local_crops" in host_batches[0]:
+        batch["local_crops"] = mx.array(np.stack([b["local_crops"] for b in host_batches]))
     batch["context_idx"] = mx.array(np.stack([m.context_idx for m in masks]))
     batch["target_idx"] = mx.array(np.stack([m.target_idx for m in masks]))
     for level in range(len(masks[0].level_idx)):

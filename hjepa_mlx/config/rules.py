@@ -39,6 +39,8 @@ DEPENDENT_KEYS: list[tuple[str, Callable[[Config], bool], tuple[str, ...]]] = [
       "evaluation.knn.metric_k")),
     ("data.use_multi_dataset", lambda c: not c.data.use_multi_dataset, ("data.data_path",)),
     ("loss.vicreg.projector", lambda c: c.loss.vicreg.projector == "expander", ("loss.vicreg.expander_dim",)),
+    ("data.multi_crop.num_local_crops", lambda c: c.data.multi_crop.num_local_crops > 0,
+     ("data.multi_crop.local_crop_size", "data.multi_crop.local_crop_scale")),
 ]
 
 # Loss keys are stricter than DEPENDENT_KEYS: the original project silently dropped VICReg and the run
@@ -119,6 +121,21 @@ def _model_rules(config: Config, source: str) -> None:
             if (width // heads) % 4:
                 raise UserError(f"{source}: 2-D RoPE needs a head dimension divisible by 4; the {name}'s is "
                                 f"{width // heads}")
+    _multi_crop_rules(config, spec.patch_size, source)
+
+
+def _multi_crop_rules(config: Config, patch: int, source: str) -> None:
+    crop = config.data.multi_crop
+    if crop.num_local_crops == 0:
+        return
+    size = crop.local_crop_size
+    if size % patch or size >= config.data.image_size:
+        raise UserError(f"{source}: data.multi_crop.local_crop_size {size} must be a multiple of the patch size "
+                        f"{patch} and smaller than data.image_size {config.data.image_size}")
+    if not (vicreg_enabled(config) and config.loss.vicreg.sim_coeff > 0):
+        raise UserError(f"{source}: data.multi_crop.num_local_crops {crop.num_local_crops} needs VICReg's "
+                        f"invariance term (the local crops join it): use loss.type combined/cjepa or "
+                        f"loss.use_vicreg true with loss.vicreg.sim_coeff > 0, or set num_local_crops 0")
 
 
 def _data_rules(config: Config, provided: frozenset[str], source: str) -> None:

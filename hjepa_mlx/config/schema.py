@@ -118,6 +118,17 @@ class TransformsConfig:
 
 
 @dataclass(frozen=True)
+class MultiCropConfig:
+    # Multi-crop (SwAV/DINO): besides the two global views, each image gives num_local_crops small crops
+    # of local_crop_size px (area fraction local_crop_scale of the image, the other augmentations as the
+    # global views). They go unmasked through the context encoder, with sin-cos positions interpolated to
+    # the full image's range, and join VICReg's invariance against both global views. 0: off.
+    num_local_crops: int = num(0, 0)
+    local_crop_size: int = num(16, 1)
+    local_crop_scale: Tuple[float, float] = pair((0.05, 0.3), 0.0, 1.0, lo_open=True)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = "synthetic"
     data_path: str = "./data"
@@ -136,6 +147,7 @@ class DataConfig:
     # Evaluation view: resize the shorter side to image_size / eval_crop_fraction, centre-crop image_size
     # (0.875: the ImageNet convention; 1.0 keeps the whole image, e.g. CIFAR at its native 32 px).
     eval_crop_fraction: float = num(0.875, 0.0, 1.0, lo_open=True)
+    multi_crop: MultiCropConfig = MultiCropConfig()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class BatchLoader:
       prefetch: batches in flight ahead of the consumer when num_workers > 0.
       drop_last: drop each rank's last partial batch (True keeps shapes fixed for training; use False
         to evaluate every image).
+      local_transform, num_local: multi-crop's small crops: `num_local` draws of local_transform per
+        sample, local crop i from `default_rng([seed, epoch, position, 2 + i])`, batched as
+        `local_crops` float32 (B, num_local, h, w, 3).
     Batches are dicts of NumPy arrays: `images` float32 (B, H, W, 3), `labels` int32 (B,), `dataset_ids`
     int32 (B,), `images_view2` with views=2, and `crops` (a list of (B, h, w, 3), `images` = crops[0])
     when the transform returns a list.
@@ -39,7 +42,7 @@ class BatchLoader:
 
     def __init__(self, dataset, batch_size: int, transform, *, views: int = 1, seed: int = 0, rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, shuffle: bool = True, prefetch: int = 2,
-                 drop_last: bool = True):
+                 drop_last: bool = True, local_transform=None, num_local: int = 0):
         if batch_size < 1 or views not in (1, 2) or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"BatchLoader needs batch_size >= 1, views in (1, 2) and 0 <= rank < world_size "
                              f"(got {batch_size}, {views}, {rank}, {world_size})")
@@ -47,6 +50,9 @@ class BatchLoader:
         self.views, self.seed, self.rank, self.world_size = views, seed, rank, world_size
         self.num_workers, self.shuffle, self.prefetch = num_workers, shuffle, max(1, prefetch)
         self.drop_last = drop_last
+        if num_local and local_transform is None:
+            raise ValueError("BatchLoader: num_local > 0 needs a local_transform")
+        self.local_transform, self.num_local = local_transform, num_local
 
     def samples_per_rank(self) -> int:
         return len(self.dataset) // self.world_size
@@ -72,6 +78,8 @@ class BatchLoader:
         out = {"label": label, "dataset_id": loaded[2] if len(loaded) > 2 else 0}
         for v in range(self.views):
             out[v] = self.transform(img, np.random.default_rng([self.seed, epoch, position, v]))
+        out["local"] = [self.local_transform(img, np.random.default_rng([self.seed, epoch, position, 2 + i]))
+                        for i in range(self.num_local)]
         return out
 
     def _jobs(self, epoch: int, order: np.ndarray, b: int) -> list[tuple[int, int, int]]:
@@ -89,6 +97,8 @@ class BatchLoader:
                 batch["crops" if v == 0 else "crops_view2"] = crops
             else:
                 batch[key] = np.stack([s[v] for s in samples])
+        if self.num_local:
+            batch["local_crops"] = np.stack([np.stack(s["local"]) for s in samples])
         return batch
 
     def epoch(self, epoch: int, start_batch: int = 0):

@@ -7,7 +7,8 @@
 * VICReg (when `vicreg`) acts on `vicreg_1` / `vicreg_2`, the context-encoder features the model's
   projector made for it (models/projector.py), or on context_pooled_1 / _2 when the model gives none.
   With a second view present, the two-view form: invariance between the two augmented views of the same
-  images (C-JEPA), variance and covariance on both. With one view (only allowed when sim_coeff is 0)
+  images (C-JEPA), variance and covariance on both; with multi-crop's `vicreg_local` (L, B, E) too, the
+  mean of that form over the pairs (view 1, view 2) and (either view, each local crop). With one view (only allowed when sim_coeff is 0)
   the single-view variance + covariance of view 1.
 * NT-Xent (when `contrastive`) needs two views. `on_context`: the pair (context_pooled_1,
   context_pooled_2). Otherwise each view's context features against the *other* view's target-encoder
@@ -72,6 +73,18 @@ def _view(features: dict, name: str, why: str) -> mx.array:
     return features[name]
 
 
+def _vicreg_pairs(s: LossSettings, z1, z2, local=None):
+    """Two-view VICReg, or with multi-crop's local features (L, B, E) the mean over the pairs
+    (view 1, view 2) and (each global view, each local crop): 1 + 2L pairs, as multi-crop VICReg averages."""
+    if local is None:
+        return vicreg_loss(z1, z2, s.sim_coeff, s.std_coeff, s.cov_coeff)
+    pairs = [(z1, z2)] + [(g, local[i]) for i in range(local.shape[0]) for g in (z1, z2)]
+    results = [vicreg_loss(a, b, s.sim_coeff, s.std_coeff, s.cov_coeff) for a, b in pairs]
+    loss = sum(r[0] for r in results) / len(pairs)
+    metrics = {key: sum(r[1][key] for r in results) / len(pairs) for key in results[0][1]}
+    return loss, metrics
+
+
 def total_loss(s: LossSettings, levels, features: dict):
     """s: the settings; levels: per-level (pred, target, weight) as `prediction_loss` takes them;
     features: {'context_pooled_1', 'target_pooled_1'} (B, D) and, with two views, '..._2'; optionally
@@ -84,7 +97,7 @@ def total_loss(s: LossSettings, levels, features: dict):
         z1 = features.get("vicreg_1", features["context_pooled_1"])
         if "context_pooled_2" in features:
             z2 = features.get("vicreg_2", features["context_pooled_2"])
-            v, vm = vicreg_loss(z1, z2, s.sim_coeff, s.std_coeff, s.cov_coeff)
+            v, vm = _vicreg_pairs(s, z1, z2, features.get("vicreg_local"))
         elif s.sim_coeff == 0:
             v, vm = vicreg_loss_single(z1, s.std_coeff, s.cov_coeff)
         else:

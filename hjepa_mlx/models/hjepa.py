@@ -4,7 +4,8 @@
   context encoder on the context indices (view 1, and view 2 when two views are used),
   target encoder on the full image (no gradient) + layer norm without affine parameters,
   predictor for every target block, hierarchy pooling (+ FPN), and the configured loss terms.
-The prediction loss uses view 1; view 2 only feeds the pooled features of VICReg / NT-Xent.
+The prediction loss uses view 1; view 2 only feeds the pooled features of VICReg / NT-Xent; multi-crop's
+local crops (`local_crops`, when present) only feed VICReg.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ class HJEPAModel(nn.Module):
     def _regularised(self, tokens):
         return regularised_features(tokens, self._projector, getattr(self, "expander", None))
 
+    def _local_features(self, crops):
+        """Multi-crop's local crops (B, L, h, w, 3), unmasked through the context encoder -> (L, B, E), what
+        VICReg acts on for each crop (the same projector as the global views)."""
+        b, n = crops.shape[:2]
+        tokens = self.encoder(crops.reshape(b * n, *crops.shape[2:]).astype(self._dtype))
+        return self._regularised(tokens).reshape(b, n, -1).transpose(1, 0, 2)
+
     def loss(self, params, target_params, micro, key):
         self.update(self._cast(params))
         images = micro["images"].astype(self._dtype)
@@ -78,6 +86,8 @@ class HJEPAModel(nn.Module):
             features["context_pooled_2"] = context2.astype(mx.float32).mean(axis=1)
             if vicreg:
                 features["vicreg_2"] = self._regularised(context2)
+            if "local_crops" in micro:
+                features["vicreg_local"] = self._local_features(micro["local_crops"])
             s = self._loss_settings
             if s.contrastive and not s.on_context:   # only NT-Xent against target features needs view 2's targets
                 features["target_pooled_2"] = self.encode_target(target_params, images2).mean(axis=1)

@@ -57,6 +57,20 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int) -> mx.array:
     return mx.array(sincos_2d_numpy(dim, grid_h, grid_w).astype(np.float32))
 
 
+def sincos_2d_resampled(dim: int, grid: tuple[int, int], full_grid: tuple[int, int]) -> mx.array:
+    """The (grid_h * grid_w, dim) float32 table of a smaller grid (a multi-crop local crop) spread over the
+    full grid's coordinate range: cell i sits at (i + 0.5) * full / small - 0.5, the centre of the full-grid
+    area it covers. This is the sin-cos table interpolated exactly (the formula is continuous in the
+    position); a grid equal to full_grid gives `sincos_2d` itself."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos table needs a width divisible by 4, got {dim}")
+    rows_1d = (np.arange(grid[0]) + 0.5) * full_grid[0] / grid[0] - 0.5
+    cols_1d = (np.arange(grid[1]) + 0.5) * full_grid[1] / grid[1] - 0.5
+    rows, cols = np.meshgrid(rows_1d, cols_1d, indexing="ij")
+    table = np.concatenate([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], axis=1)
+    return mx.array(table.astype(np.float32))
+
+
 # ---------------------------------------------------------------- 2-D RoPE
 
 def grid_positions(indices: mx.array, grid_w: int) -> tuple[mx.array, mx.array]:

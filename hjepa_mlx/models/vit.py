@@ -18,7 +18,7 @@ from hjepa_mlx import kernels
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.models.attention import Attention
 from hjepa_mlx.models.init import ijepa_init
-from hjepa_mlx.models.posemb import grid_positions, sincos_2d
+from hjepa_mlx.models.posemb import grid_positions, sincos_2d, sincos_2d_resampled
 
 LN_EPS = 1e-6   # timm / I-JEPA ViT LayerNorm epsilon
 
@@ -138,8 +138,10 @@ class ViTEncoder(nn.Module):
                             f"pick an image size that is a multiple of {patch_size}")
         check_widths("encoder", embed_dim, num_heads, use_rope)
         self._grid = (image_size // patch_size, image_size // patch_size)
+        self._patch_size = patch_size
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self._pos = sincos_2d(embed_dim, *self._grid)      # leading underscore: a constant, not a parameter
+        self._resampled = {}                               # grid -> table for smaller (local-crop) images
         self.blocks = [Block(embed_dim, num_heads, mlp_ratio, qkv_bias, use_fused_attention,
                              use_layerscale, layerscale_init, activation, rope_theta) for _ in range(depth)]
         self.norm = kernels.LayerNorm(embed_dim, eps=LN_EPS)
@@ -165,16 +167,29 @@ class ViTEncoder(nn.Module):
         return self.norm(run_blocks(self.blocks, x, positions, self._checkpoint))
 
     def _tokens(self, images: mx.array, indices: mx.array | None):
-        """Embedded (and gathered) tokens plus their RoPE grid positions (None without RoPE)."""
-        x = self.patch_embed(images) + self._pos.astype(images.dtype)
+        """Embedded (and gathered) tokens plus their RoPE grid positions (None without RoPE).
+
+        Images smaller than image_size (multi-crop's local crops) take the sin-cos table resampled over the
+        full grid's range (`sincos_2d_resampled`); RoPE uses their own grid cells (it sees relative offsets,
+        as for any resized crop)."""
+        p = self._patch_size
+        grid = (images.shape[1] // p, images.shape[2] // p)
+        x = self.patch_embed(images) + self._pos_table(grid).astype(images.dtype)
         if indices is not None:
             x = gather_tokens(x, indices)
         positions = None
         if self._use_rope:
             if indices is None:
                 indices = mx.broadcast_to(mx.arange(x.shape[1], dtype=mx.int32)[None], x.shape[:2])
-            positions = grid_positions(indices, self._grid[1])
+            positions = grid_positions(indices, grid[1])
         return x, positions
+
+    def _pos_table(self, grid: tuple[int, int]) -> mx.array:
+        if grid == self._grid:
+            return self._pos
+        if grid not in self._resampled:
+            self._resampled[grid] = sincos_2d_resampled(self._pos.shape[1], grid, self._grid)
+        return self._resampled[grid]
 
     def last_attention(self, images: mx.array) -> mx.array:
         """Softmax weights (B, H, N, N) of the last block over all patches (for log_attention)."""
