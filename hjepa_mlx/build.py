@@ -39,7 +39,7 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False):
     p = m.predictor
     predictor = Predictor(grid=plan.grid, encoder_dim=spec.embed_dim, predictor_dim=p.embed_dim, depth=p.depth,
                           num_heads=p.num_heads, mlp_ratio=p.mlp_ratio, qkv_bias=p.qkv_bias, dropout=p.dropout,
-                          use_checkpoint=checkpointing, **common)
+                          use_checkpoint=checkpointing, shared_context=p.shared_context, **common)
     fpn = None
     if m.fpn.use_fpn:
         fpn = FPN(num_levels=m.num_hierarchies, in_dim=spec.embed_dim, feature_dim=m.fpn.feature_dim,

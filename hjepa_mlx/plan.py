@@ -45,6 +45,7 @@ class Plan:
     ema_warmup_steps: int | None = None
     ema: tuple = ()                  # (label, step, 1 - momentum) at the start, end of warm-up, last step
     local_crops: tuple = (0, 0)      # multi-crop: (local crops per image, their size in px)
+    predictor: str = ""              # the predictor's shape, one line
 
 
 def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
@@ -125,7 +126,15 @@ def make_plan(config: Config, *, output_dir: str | None = None,
         loss_terms=loss_terms(config), val_holdout=holdout_count(config),
         ema_warmup_steps=None if steps is None else config.model.ema.momentum_warmup_epochs * steps,
         ema=() if total is None else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total),
-        local_crops=(config.data.multi_crop.num_local_crops, config.data.multi_crop.local_crop_size))
+        local_crops=(config.data.multi_crop.num_local_crops, config.data.multi_crop.local_crop_size),
+        predictor=predictor_line(config))
+
+
+def predictor_line(config: Config) -> str:
+    p = config.model.predictor
+    layout = ("one sequence per image, [context ; all blocks' mask tokens] under a block attention mask "
+              "(shared_context)" if p.shared_context else "one sequence per target block (I-JEPA)")
+    return f"width {p.embed_dim}, depth {p.depth}, heads {p.num_heads}; {layout}"
 
 
 def ema_milestones(config: Config, warmup_steps: int, total_steps: int) -> tuple:
@@ -146,6 +155,8 @@ def describe_plan(plan: Plan) -> str:
              f"run directory : {plan.run_dir}",
              f"encoder       : {e.name}: width {e.embed_dim}, depth {e.depth}, heads {e.num_heads}, "
              f"patch {e.patch_size}, image {plan.image_size} -> {plan.grid[0]}x{plan.grid[1]} patches"]
+    if plan.predictor:
+        lines.append(f"predictor     : {plan.predictor}")
     for d in plan.datasets:
         size = "size known once read" if d.size is None else f"{d.size:,} images" + (
             " (nominal; files not read yet)" if d.size_is_nominal else "")

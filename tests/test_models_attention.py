@@ -1,5 +1,7 @@
 """Attention: fused kernel vs reference formula vs float64 NumPy, and the Attention module with RoPE."""
 
+import contextlib
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -26,6 +28,24 @@ def test_attention_matches_float64_numpy(fn):
     q, k, v = _qkv(seed=1, scale=1.5)
     out = fn(*(mx.array(t.astype(np.float32)) for t in (q, k, v)), 16 ** -0.5)
     np.testing.assert_allclose(np.array(out), np_attention_core(q, k, v, 16 ** -0.5), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fn", [fused_attention, reference_attention])
+@pytest.mark.parametrize("kernels_on", [True, False])
+def test_masked_attention_matches_float64_numpy_on_the_allowed_keys(fn, kernels_on):
+    """An additive mask (the shared-context predictor's): blocked keys get exactly zero weight, i.e. the
+    result is float64 attention over each query's allowed keys alone."""
+    from hjepa_mlx import kernels
+    q, k, v = _qkv(nq=6, nk=6, seed=5, scale=1.5)
+    allowed = np.random.default_rng(6).random((6, 6)) < 0.5
+    allowed[:, 0] = True                                   # every query sees at least one key
+    bias = mx.array(np.where(allowed, 0.0, -1e9).astype(np.float32))
+    with kernels.disabled() if not kernels_on else contextlib.nullcontext():
+        out = np.array(fn(*(mx.array(t.astype(np.float32)) for t in (q, k, v)), 0.25, bias))
+    for i in range(6):
+        keep = allowed[i]
+        expected = np_attention_core(q[:, :, i:i + 1], k[:, :, keep], v[:, :, keep], 0.25)
+        np.testing.assert_allclose(out[:, :, i:i + 1], expected, atol=1e-5, rtol=0)
 
 
 def test_fused_and_reference_gradients_agree():

@@ -3,6 +3,7 @@
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_map
 from test_models_reference import np_layer_norm, np_linear, np_sincos_2d_ijepa, to_numpy
 
 from hjepa_mlx.errors import UserError
@@ -111,3 +112,41 @@ def test_prediction_shapes_per_hierarchy_level(levels, use_fpn):
         cells = 4 if level == 0 and not use_fpn else int(np.prod(level_grid(GRID, level)))
         assert p.shape == t.shape == (2, 3, cells, D)
         assert w.shape == (2, 3, cells)
+
+
+# ---------------------------------------------------------------- shared-context variant
+
+def test_block_attention_bias_lets_context_see_context_and_each_block_itself():
+    from hjepa_mlx.models.predictor import BLOCKED, block_attention_bias
+    allowed = np.array(block_attention_bias(2, 2, 1)) == 0      # rows/cols: c0 c1 b0 b1
+    expected = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 1]], dtype=bool)
+    np.testing.assert_array_equal(allowed, expected)
+    assert np.array(block_attention_bias(2, 2, 1)).min() == BLOCKED
+
+
+@pytest.mark.parametrize("rope", [False, True])
+def test_shared_context_equals_the_exact_predictor_at_depth_one(rope):
+    """With one block, a mask token's output depends on the context only through the block's input, which
+    both variants share; only the context rows' own outputs differ, and those are not returned."""
+    context, ctx_idx, tgt_idx = _inputs()
+
+    def run(**kw):      # weights x 10: I-JEPA's 0.02-std init makes every block nearly the identity
+        pred = _predictor(**kw)
+        pred.update(tree_map(lambda p: p * 10, pred.parameters()))
+        return np.array(_run(pred, context, ctx_idx, tgt_idx))
+
+    exact, shared = run(depth=1, use_rope=rope), run(depth=1, use_rope=rope, shared_context=True)
+    np.testing.assert_allclose(shared, exact, atol=1e-5, rtol=1e-5)
+    assert np.abs(exact).mean() > 0.1
+    deeper = [run(depth=2, use_rope=rope, shared_context=s) for s in (False, True)]
+    assert np.abs(deeper[0] - deeper[1]).max() > 1e-2      # deeper, the context stops seeing the queries
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_shared_context_blocks_are_isolated_from_each_other(fused):
+    pred = _predictor(shared_context=True, use_fused_attention=fused)
+    context, ctx_idx, tgt_idx = _inputs()
+    together = np.array(_run(pred, context, ctx_idx, tgt_idx))
+    for m in range(3):
+        alone = np.array(_run(pred, context, ctx_idx, tgt_idx[:, m:m + 1]))
+        np.testing.assert_allclose(together[:, m], alone[:, 0], atol=2e-6, rtol=1e-5)

@@ -55,6 +55,11 @@ class PredictorConfig:
     mlp_ratio: float = num(4.0, 0.0, lo_open=True)
     qkv_bias: bool = True
     dropout: float = num(0.0, 0.0, 1.0, hi_open=True)
+    # false: I-JEPA's predictor, one sequence [context ; block's mask tokens] per target block. true: one
+    # sequence [context ; every block's mask tokens] with a block attention mask - the context is processed
+    # once (about half the predictor's tokens), but its tokens no longer attend to the mask tokens, so it is
+    # not I-JEPA's computation (models/predictor.py; quality on real images in the README).
+    shared_context: bool = False
 
 
 @dataclass(frozen=True)

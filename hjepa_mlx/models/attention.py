@@ -16,23 +16,27 @@ from hjepa_mlx import kernels
 from hjepa_mlx.models.posemb import rope_fused, rope_reference
 
 
-def reference_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
-    """softmax(q k^T * scale) v.
+def reference_attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | None = None) -> mx.array:
+    """softmax(q k^T * scale + mask) v.
 
-    q: (B, H, Nq, hd), k and v: (B, H, Nk, hd), scale: usually hd ** -0.5.
+    q: (B, H, Nq, hd), k and v: (B, H, Nk, hd), scale: usually hd ** -0.5; mask: None or an additive
+    float bias broadcastable to (B, H, Nq, Nk) (a large negative number where a query may not look).
     Returns (B, H, Nq, hd). The softmax runs in fp32 whatever the input dtype (as the fused kernel does).
     """
     scores = (q * scale) @ k.swapaxes(-1, -2)
+    if mask is not None:
+        scores = scores + mask
     weights = mx.softmax(scores.astype(mx.float32), axis=-1).astype(v.dtype)
     return weights @ v
 
 
-def fused_attention(q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
+def fused_attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mask: mx.array | None = None) -> mx.array:
     """`mx.fast.scaled_dot_product_attention` with the same arguments and result as `reference_attention`;
     on the CPU with the C++ kernels, the reference formula with their softmax."""
     if kernels.use_kernels_for(q):
-        return kernels.softmax((q * scale) @ k.swapaxes(-1, -2)) @ v
-    return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale)
+        scores = (q * scale) @ k.swapaxes(-1, -2)
+        return kernels.softmax(scores if mask is None else scores + mask) @ v
+    return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
 
 
 class Attention(nn.Module):
@@ -72,10 +76,12 @@ class Attention(nn.Module):
         q, k, _ = self._heads(x, positions)
         return mx.softmax((q * self.scale) @ k.swapaxes(-1, -2), axis=-1)
 
-    def __call__(self, x: mx.array, positions: tuple[mx.array, mx.array] | None = None) -> mx.array:
-        """x (B, N, D); positions: None (no RoPE) or (rows, cols), each (B, N) int32. Returns (B, N, D)."""
+    def __call__(self, x: mx.array, positions: tuple[mx.array, mx.array] | None = None,
+                 mask: mx.array | None = None) -> mx.array:
+        """x (B, N, D); positions: None (no RoPE) or (rows, cols), each (B, N) int32; mask: None or an
+        additive (N, N) attention bias. Returns (B, N, D)."""
         b, n, d = x.shape
         q, k, v = self._heads(x, positions)                                  # (B, H, N, hd)
         attend = fused_attention if self.fused else reference_attention
-        out = attend(q, k, v, self.scale)
+        out = attend(q, k, v, self.scale, mask)
         return self.proj(out.transpose(0, 2, 1, 3).reshape(b, n, d))

@@ -97,19 +97,22 @@ class Block(nn.Module):
             self.ls1 = LayerScale(dim, layerscale_init)
             self.ls2 = LayerScale(dim, layerscale_init)
 
-    def __call__(self, x: mx.array, positions: tuple[mx.array, mx.array] | None = None) -> mx.array:
-        """x (B, N, D); positions None or (rows, cols) (B, N) for RoPE. Returns (B, N, D)."""
-        a = self.attn(self.norm1(x), positions)
+    def __call__(self, x: mx.array, positions: tuple[mx.array, mx.array] | None = None,
+                 mask: mx.array | None = None) -> mx.array:
+        """x (B, N, D); positions None or (rows, cols) (B, N) for RoPE; mask None or an additive (N, N)
+        attention bias. Returns (B, N, D)."""
+        a = self.attn(self.norm1(x), positions, mask)
         x = x + (self.ls1(a) if self.use_layerscale else a)
         m = self.mlp(self.norm2(x))
         return x + (self.ls2(m) if self.use_layerscale else m)
 
 
-def run_blocks(blocks, x: mx.array, positions, use_checkpoint: bool) -> mx.array:
+def run_blocks(blocks, x: mx.array, positions, use_checkpoint: bool, mask: mx.array | None = None) -> mx.array:
     """Apply blocks in order. use_checkpoint: wrap each block in `mx.checkpoint` (via
-    `mlx.nn.utils.checkpoint`), so its activations are recomputed in the backward pass instead of stored."""
+    `mlx.nn.utils.checkpoint`), so its activations are recomputed in the backward pass instead of stored.
+    mask: None or an additive attention bias for every block."""
     for block in blocks:
-        x = checkpoint(block)(x, positions) if use_checkpoint else block(x, positions)
+        x = checkpoint(block)(x, positions, mask) if use_checkpoint else block(x, positions, mask)
     return x
 
 
