@@ -105,7 +105,9 @@ def measure(config, *, repeats: int, warmup: int, breakdown: bool = False, compa
         encoder_depth=spec.depth, predictor_width=config.model.predictor.embed_dim,
         predictor_depth=config.model.predictor.depth, context_tokens=mask_plan.num_context,
         num_blocks=config.masking.num_masks, block_tokens=mask_plan.num_target, views=2 if plan.two_views else 1,
-        target_views=2 if config.loss.use_contrastive and not config.loss.contrastive_on_context else 1)
+        target_views=2 if config.loss.use_contrastive and not config.loss.contrastive_on_context else 1,
+        shared_context=config.model.predictor.shared_context, local_crops=count,
+        local_tokens=(local // spec.patch_size) ** 2)
     ips = images / timing["median_s"]
     row = {"timing": timing, "images_per_step": images, "images_per_s": ips, "flops_per_image": flops,
            "achieved_gflops": flops * ips / 1e9, "peak_memory_gb": mx.get_peak_memory() / 1e9,

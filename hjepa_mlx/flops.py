@@ -17,13 +17,20 @@ def vit_forward_flops(tokens: int, width: int, depth: int, mlp_ratio: float = 4.
 
 def train_flops_per_image(*, grid_tokens: int, patch_size: int, encoder_width: int, encoder_depth: int,
                           predictor_width: int, predictor_depth: int, context_tokens: int, num_blocks: int,
-                          block_tokens: int, views: int, target_views: int = 1) -> float:
+                          block_tokens: int, views: int, target_views: int = 1, shared_context: bool = False,
+                          local_crops: int = 0, local_tokens: int = 0) -> float:
     """`views`: images per sample through the context encoder; `target_views`: through the target encoder
-    (2 only when NT-Xent compares against the other view's target features)."""
+    (2 only when NT-Xent compares against the other view's target features). `shared_context`: the
+    predictor runs one sequence of context + all blocks' tokens (its attention still spans the whole
+    sequence: the block mask saves no FLOPs). `local_crops` multi-crop crops of `local_tokens` patches
+    each go through the context encoder, forward and backward."""
     patch_embed = 2 * grid_tokens * (patch_size * patch_size * 3) * encoder_width
     target = patch_embed + vit_forward_flops(grid_tokens, encoder_width, encoder_depth)
     context = 3 * (patch_embed + vit_forward_flops(context_tokens, encoder_width, encoder_depth))
-    seq = context_tokens + block_tokens
-    predictor = 3 * num_blocks * (vit_forward_flops(seq, predictor_width, predictor_depth)
-                                  + 2 * seq * encoder_width * predictor_width * 2)
-    return target * target_views + context * views + predictor
+    local_embed = 2 * local_tokens * (patch_size * patch_size * 3) * encoder_width
+    local = 3 * local_crops * (local_embed + vit_forward_flops(local_tokens, encoder_width, encoder_depth))
+    sequences, seq = (1, context_tokens + num_blocks * block_tokens) if shared_context else \
+        (num_blocks, context_tokens + block_tokens)
+    predictor = 3 * sequences * (vit_forward_flops(seq, predictor_width, predictor_depth)
+                                 + 2 * seq * encoder_width * predictor_width * 2)
+    return target * target_views + context * views + local + predictor

@@ -27,3 +27,17 @@ def test_train_flops_compose_forward_and_backward():
     assert train_flops_per_image(**kw, views=1) == target + context + predictor
     assert train_flops_per_image(**kw, views=2) == target + 2 * context + predictor
     assert train_flops_per_image(**kw, views=2, target_views=2) == 2 * (target + context) + predictor
+
+
+def test_shared_context_predictor_and_local_crops_are_counted():
+    kw = dict(grid_tokens=4, patch_size=2, encoder_width=4, encoder_depth=1, predictor_width=4,
+              predictor_depth=1, context_tokens=2, num_blocks=3, block_tokens=1, views=1)
+    embed = 2 * 4 * (2 * 2 * 3) * 4
+    target = embed + hand_count(4, 4, 1, 16)
+    context = 3 * (embed + hand_count(2, 4, 1, 16))
+    per_block = 3 * 3 * (hand_count(3, 4, 1, 16) + 2 * 3 * 4 * 4 * 2)           # 3 sequences of 2 + 1 tokens
+    shared = 3 * (hand_count(5, 4, 1, 16) + 2 * 5 * 4 * 4 * 2)                  # one sequence of 2 + 3 tokens
+    assert train_flops_per_image(**kw) == target + context + per_block
+    assert train_flops_per_image(**kw, shared_context=True) == target + context + shared
+    local = 3 * 2 * (2 * 1 * (2 * 2 * 3) * 4 + hand_count(1, 4, 1, 16))       # two 1-patch crops, fwd + bwd
+    assert train_flops_per_image(**kw, local_crops=2, local_tokens=1) == target + context + per_block + local
