@@ -58,7 +58,8 @@ def interleaved(fns: dict, *, warmup: int, repeats: int) -> dict:
             for name, t in times.items()}
 
 
-def measure(config, *, repeats: int, warmup: int, breakdown: bool = False, compare_kernels: bool = False) -> dict:
+def prepare(config):
+    """The config's model, state and a synthetic batch of its shapes; returns (one_step, context dict)."""
     plan = make_plan(config)
     if plan.total_steps is None:
         plan = make_plan(config, dataset_sizes={d.name: 10_000 for d in plan.datasets})
@@ -80,25 +81,6 @@ def measure(config, *, repeats: int, warmup: int, breakdown: bool = False, compa
         holder["state"], metrics = step(holder["state"], batch)
         mx.eval(holder["state"], metrics)
 
-    mx.reset_peak_memory()
-    comparison = None
-    if compare_kernels:
-        # The same step traced with MLX's own ops (the wrappers decide at trace time), timed in turn.
-        step_mlx, _ = make_train_step(model, step_settings(config, plan))
-        mlx_holder = {"state": holder["state"]}
-
-        def one_step_mlx():
-            with kernels.disabled():
-                mlx_holder["state"], metrics = step_mlx(mlx_holder["state"], batch)
-            mx.eval(mlx_holder["state"], metrics)
-
-        timings = interleaved({"kernels": one_step, "mlx_ops": one_step_mlx}, warmup=warmup, repeats=repeats)
-        timing = timings["kernels"]
-        comparison = {"mlx_ops_timing": timings["mlx_ops"],
-                      "speedup": timings["mlx_ops"]["median_s"] / timings["kernels"]["median_s"]}
-    else:
-        timing = time_median(one_step, warmup=warmup, repeats=repeats)
-    images = b * k
     spec = plan.encoder
     flops = train_flops_per_image(
         grid_tokens=plan.grid[0] * plan.grid[1], patch_size=spec.patch_size, encoder_width=spec.embed_dim,
@@ -108,16 +90,55 @@ def measure(config, *, repeats: int, warmup: int, breakdown: bool = False, compa
         target_views=2 if config.loss.use_contrastive and not config.loss.contrastive_on_context else 1,
         shared_context=config.model.predictor.shared_context, local_crops=count,
         local_tokens=(local // spec.patch_size) ** 2)
+    return one_step, dict(plan=plan, model=model, holder=holder, batch=batch, traces=traces, flops=flops,
+                          images=b * k, step_settings=step_settings(config, plan))
+
+
+def measure(config, *, repeats: int, warmup: int, breakdown: bool = False, compare_kernels: bool = False,
+            compare_config=None) -> dict:
+    """Time the config's train step. compare_kernels: also the same step with MLX's own ops, in turn;
+    compare_config: also another config's step (e.g. one key changed), in turn."""
+    one_step, c = prepare(config)
+    mx.reset_peak_memory()
+    comparison = None
+    if compare_kernels:
+        # The same step traced with MLX's own ops (the wrappers decide at trace time), timed in turn.
+        step_mlx, _ = make_train_step(c["model"], c["step_settings"])
+        mlx_holder = {"state": c["holder"]["state"]}
+
+        def one_step_mlx():
+            with kernels.disabled():
+                mlx_holder["state"], metrics = step_mlx(mlx_holder["state"], c["batch"])
+            mx.eval(mlx_holder["state"], metrics)
+
+        timings = interleaved({"kernels": one_step, "mlx_ops": one_step_mlx}, warmup=warmup, repeats=repeats)
+        timing = timings["kernels"]
+        comparison = {"mlx_ops_timing": timings["mlx_ops"],
+                      "speedup": timings["mlx_ops"]["median_s"] / timings["kernels"]["median_s"]}
+    elif compare_config is not None:
+        other_step, other = prepare(compare_config)
+        timings = interleaved({"config": one_step, "compared": other_step}, warmup=warmup, repeats=repeats)
+        timing = timings["config"]
+        other_ips = other["images"] / timings["compared"]["median_s"]
+        comparison = {"timing": timings["compared"], "images_per_s": other_ips,
+                      "flops_per_image": other["flops"], "achieved_gflops": other["flops"] * other_ips / 1e9,
+                      "speedup": timings["config"]["median_s"] / timings["compared"]["median_s"]}
+    else:
+        timing = time_median(one_step, warmup=warmup, repeats=repeats)
+    images, flops = c["images"], c["flops"]
     ips = images / timing["median_s"]
     row = {"timing": timing, "images_per_step": images, "images_per_s": ips, "flops_per_image": flops,
            "achieved_gflops": flops * ips / 1e9, "peak_memory_gb": mx.get_peak_memory() / 1e9,
-           "traces": traces.count, "images_per_epoch": plan.images_per_epoch}
-    if comparison:
+           "traces": c["traces"].count, "images_per_epoch": c["plan"].images_per_epoch}
+    if comparison and compare_kernels:
         row["mlx_ops"] = {**comparison, "images_per_s": images / comparison["mlx_ops_timing"]["median_s"]}
+    elif comparison:
+        row["compared"] = comparison
     if breakdown:
         row["breakdown"] = measure_breakdown(
-            model, holder["state"], batch, step_settings(config, plan), two_views=plan.two_views, accumulation=k,
-            recompute=config.training.use_gradient_checkpointing, step_s=timing["median_s"], repeats=repeats)
+            c["model"], c["holder"]["state"], c["batch"], c["step_settings"], two_views=c["plan"].two_views,
+            accumulation=config.training.accumulation_steps, recompute=config.training.use_gradient_checkpointing,
+            step_s=timing["median_s"], repeats=repeats)
     return row
 
 
@@ -131,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--breakdown", action="store_true", help="also time each phase and op class")
     p.add_argument("--compare-kernels", action="store_true",
                    help="also time the step with MLX's own ops instead of the C++ kernels, interleaved")
+    p.add_argument("--compare", dest="compare", action="append", default=[], metavar="KEY=VALUE",
+                   help="also time the config with these overrides (repeatable), interleaved with it")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     info = machine()
@@ -146,10 +169,13 @@ def main(argv=None) -> int:
     variants = [False, True] if not args.no_recompute_variant else [loaded.config.training.use_gradient_checkpointing]
     rows = {}
     for recompute in variants:
-        cfg = load_config(args.config, args.overrides + [f"training.use_gradient_checkpointing={str(recompute).lower()}"]).config
+        flag = [f"training.use_gradient_checkpointing={str(recompute).lower()}"]
+        cfg = load_config(args.config, args.overrides + flag).config
+        other = load_config(args.config, args.overrides + args.compare + flag).config if args.compare else None
         rows["recompute" if recompute else "no_recompute"] = measure(cfg, repeats=args.repeats, warmup=args.warmup,
                                                                      breakdown=args.breakdown,
-                                                                     compare_kernels=args.compare_kernels)
+                                                                     compare_kernels=args.compare_kernels,
+                                                                     compare_config=other)
     claim = SEED_CLAIMS_MIN.get(name)
     print(f"\n{name}: batch {loaded.config.data.batch_size} x {loaded.config.training.accumulation_steps}, "
           f"image {loaded.config.data.image_size}, {loaded.config.model.encoder_type}")
@@ -175,11 +201,18 @@ def main(argv=None) -> int:
             print(f"{variant}: with MLX's own ops {r['mlx_ops']['images_per_s']:.2f} img/s, with the C++ kernels "
                   f"{r['images_per_s']:.2f} img/s (x{r['mlx_ops']['speedup']:.2f}, timed in turn)")
     for variant, r in rows.items():
+        if "compared" in r:
+            o = r["compared"]
+            print(f"{variant}: with {' '.join(args.compare)} {o['images_per_s']:.2f} img/s "
+                  f"({o['flops_per_image'] / 1e9:.2f} GFLOP/img, MFU {o['achieved_gflops'] / gemm['best']:.2f}) "
+                  f"against {r['images_per_s']:.2f} img/s as written (x{o['speedup']:.2f}, timed in turn)")
+    for variant, r in rows.items():
         if "breakdown" in r:
             print(f"\nbreakdown, {variant}:")
             print_breakdown(r["breakdown"])
     write_json(args.out or RESULTS / f"throughput_{name}.json", {"machine": info, "config": args.config,
-                                                                 "overrides": args.overrides, "gemm_gflops": gemm,
+                                                                 "overrides": args.overrides, "compare": args.compare,
+                                                                 "gemm_gflops": gemm,
                                                                  "results": rows})
     return 0
 
