@@ -72,10 +72,11 @@ class Recorder:
             return self.fc2(self._act(h))
 
         def attend(name):
-            def fn(q, k, v, scale):
-                rec.add("attention core", f"{name} attention N={q.shape[-2]}", ("attn", name, scale),
-                        [q.shape, k.shape, v.shape])
-                return orig[name](q, k, v, scale)
+            def fn(q, k, v, scale, mask=None):
+                masked = mask is not None          # the shared-context predictor's block mask
+                rec.add("attention core", f"{name} attention N={q.shape[-2]}{' masked' if masked else ''}",
+                        ("attn", name, scale, masked), [q.shape, k.shape, v.shape] + ([mask.shape] if masked else []))
+                return orig[name](q, k, v, scale, mask)
             return fn
 
         def layer_norm(x, w, b, eps):
@@ -116,7 +117,7 @@ def _op_fn(recipe):
         return recipe[1]
     if kind == "attn":
         core = attention_mod.fused_attention if recipe[1] == "fused" else attention_mod.reference_attention
-        return lambda q, k, v: core(q, k, v, recipe[2])
+        return (lambda q, k, v, m: core(q, k, v, recipe[2], m)) if recipe[3] else (lambda q, k, v: core(q, k, v, recipe[2]))
     if kind == "ln":
         return (lambda x, w, b: kernels.layer_norm(x, w, b, recipe[2])) if recipe[1] else \
             (lambda x: kernels.layer_norm(x, None, None, recipe[2]))
