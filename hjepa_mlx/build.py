@@ -108,7 +108,7 @@ def step_settings(config: Config, plan: Plan):
         weight_decay=t.weight_decay, weight_decay_end=t.weight_decay_end, betas=tuple(t.betas),
         clip_grad=t.clip_grad, accumulation_steps=t.accumulation_steps,
         ema_start=config.model.ema.momentum, ema_end=config.model.ema.momentum_end,
-        ema_warmup_steps=plan.ema_warmup_steps)
+        ema_warmup_steps=plan.ema_warmup_steps, optimizer=t.optimizer)
 
 
 def collapse_settings(config: Config):

@@ -105,3 +105,8 @@ def select_tree(pred: mx.array, a, b):
 
 __all__ = ["EPS", "NO_DECAY_NAMES", "adamw_init", "adamw_update", "decays", "decay_mask", "global_norm",
            "clip_by_global_norm", "all_finite", "select_tree"]
+
+
+# The update rules `training.optimizer` names (the schema's Literal lists the same keys); step.py looks the
+# configured one up here, so a new optimizer is one function plus one entry.
+OPTIMIZERS = {"adamw": adamw_update}

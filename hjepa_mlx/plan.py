@@ -46,6 +46,7 @@ class Plan:
     ema: tuple = ()                  # (label, step, 1 - momentum) at the start, end of warm-up, last step
     local_crops: tuple = (0, 0)      # multi-crop: (local crops per image, their size in px)
     predictor: str = ""              # the predictor's shape, one line
+    experiment: str = ""             # experiment.name and .description, one line
 
 
 def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
@@ -127,7 +128,8 @@ def make_plan(config: Config, *, output_dir: str | None = None,
         ema_warmup_steps=None if steps is None else config.model.ema.momentum_warmup_epochs * steps,
         ema=() if total is None else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total),
         local_crops=(config.data.multi_crop.num_local_crops, config.data.multi_crop.local_crop_size),
-        predictor=predictor_line(config))
+        predictor=predictor_line(config),
+        experiment=" - ".join(x for x in (config.experiment.name, config.experiment.description) if x))
 
 
 def predictor_line(config: Config) -> str:
@@ -151,7 +153,7 @@ def ema_milestones(config: Config, warmup_steps: int, total_steps: int) -> tuple
 
 def describe_plan(plan: Plan) -> str:
     e = plan.encoder
-    lines = ["# plan",
+    lines = ["# plan"] + ([f"experiment    : {plan.experiment}"] if plan.experiment else []) + [
              f"run directory : {plan.run_dir}",
              f"encoder       : {e.name}: width {e.embed_dim}, depth {e.depth}, heads {e.num_heads}, "
              f"patch {e.patch_size}, image {plan.image_size} -> {plan.grid[0]}x{plan.grid[1]} patches"]

@@ -34,6 +34,7 @@ class StepSettings:
     ema_start: float
     ema_end: float
     ema_warmup_steps: int
+    optimizer: str = "adamw"          # a key of optim.OPTIMIZERS
 
 
 def lr_at(s: StepSettings, step):
@@ -64,6 +65,7 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True):
     """
     counter = TraceCounter()
     k = settings.accumulation_steps
+    update = optim.OPTIMIZERS[settings.optimizer]
     decay = None
 
     def loss_for_grad(params, target, micro, key):
@@ -95,8 +97,8 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True):
         finite = mx.logical_and(optim.all_finite(grads), mx.isfinite(metrics["loss"]))
         lr = lr_at(settings, step)
         wd = wd_at(settings, step)
-        new_params, new_opt = optim.adamw_update(state["params"], grads, state["opt"], lr=lr, weight_decay=wd,
-                                                 betas=settings.betas, decay_mask=decay)
+        new_params, new_opt = update(state["params"], grads, state["opt"], lr=lr, weight_decay=wd,
+                                     betas=settings.betas, decay_mask=decay)
         # once per optimizer step, after AdamW, with the rate 1 - momentum (exact near momentum 1)
         rate = ema_rate_at(settings, step)
         new_target = ema_update_rate(state["target"], new_params["encoder"], rate)

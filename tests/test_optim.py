@@ -174,3 +174,13 @@ def test_select_tree_skips_a_bad_update_inside_one_compiled_trace():
     out = compiled(params, {"w": mx.array([1.0, float("nan")])})
     assert out["w"].tolist() == [1.0, 2.0] and out["n"][0].item() == 3   # the old values, bit for bit
     assert len(traces) == 1
+
+
+def test_every_optimizer_the_schema_accepts_has_an_update_rule():
+    import dataclasses
+    import typing
+
+    from hjepa_mlx.config.schema import TrainingConfig
+    from hjepa_mlx.optim import OPTIMIZERS
+    field = next(f for f in dataclasses.fields(TrainingConfig) if f.name == "optimizer")
+    assert set(typing.get_args(typing.get_type_hints(TrainingConfig)[field.name])) == set(OPTIMIZERS)

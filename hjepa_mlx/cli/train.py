@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the config's device")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config, print the resolved config and the plan, and exit")
+    p.add_argument("--explain", action="store_true",
+                   help="print every config key with its value, where it came from (file, --set, legacy alias, "
+                        "default) and the modules that read it, then exit")
     return p
 
 
@@ -49,6 +52,10 @@ def run(argv: list[str] | None = None) -> int:
     from hjepa_mlx.plan import describe_plan, make_plan
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    if args.explain:
+        from hjepa_mlx.config.explain import describe, explain_rows
+        print(describe(explain_rows(path, overrides)))
+        return 0
     loaded = load_config(path, overrides)
     for note in loaded.notes:
         print(note)
