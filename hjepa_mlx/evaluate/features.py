@@ -13,6 +13,7 @@ import mlx.core as mx
 import numpy as np
 
 from hjepa_mlx.errors import UserError
+from hjepa_mlx.normalize import l2_normalize
 
 
 def extract_features(encode_fn: Callable[[mx.array], mx.array], batches: Iterable[dict], *,
@@ -85,7 +86,7 @@ def level_features(tokens: mx.array, grid: tuple[int, int], level: int = 0) -> m
     inside = mx.pad(mx.ones((1, h, w, 1)), [(0, 0), (0, hl * s - h), (0, wl * s - w), (0, 0)])
     sums = padded.reshape(b, hl, s, wl, s, d).sum(axis=(2, 4))
     cells = sums / inside.reshape(1, hl, s, wl, s, 1).sum(axis=(2, 4))
-    cells = cells / mx.maximum(mx.linalg.norm(cells, axis=-1, keepdims=True), 1e-6)
+    cells = l2_normalize(cells, 1e-6)
     return cells.reshape(b, hl * wl, d).mean(axis=1)
 
 

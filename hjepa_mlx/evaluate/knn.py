@@ -19,6 +19,7 @@ import mlx.core as mx
 import numpy as np
 
 from hjepa_mlx.errors import UserError
+from hjepa_mlx.normalize import unit_rows
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _unit_rows(x, split: str) -> np.ndarray:
     if not np.isfinite(x).all():
         raise UserError(f"k-NN: the {split} features contain NaN or Inf; the encoder's weights have "
                         "diverged (evaluate an earlier checkpoint)")
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return unit_rows(x).astype(np.float32)
 
 
 def _labels(y, split: str) -> np.ndarray:

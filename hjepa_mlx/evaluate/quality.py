@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from hjepa_mlx.errors import UserError
+from hjepa_mlx.normalize import unit_rows
 
 RANK_COLLAPSE_FRACTION = 0.05
 DEAD_DIM_RELATIVE_STD = 1e-2
@@ -48,7 +49,7 @@ def near_dead_dims(std: np.ndarray) -> np.ndarray:
 def direction_spread(z: np.ndarray) -> float:
     """sqrt(d) * RMS per-dimension std of the L2-normalised rows (= sqrt(1 - |mean unit row|^2))."""
     z = _matrix(z)
-    unit = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(z)
     return float(np.sqrt(z.shape[1] * (unit.var(axis=0)).mean()))
 
 
@@ -60,7 +61,7 @@ def feature_quality(z: np.ndarray) -> dict:
     """
     z = _matrix(z)
     std = per_dim_std(z)
-    unit = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(z)
     metrics = {
         "rankme": rankme(z),
         "rankme_max": int(min(z.shape)),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from hjepa_mlx.normalize import l2_normalize
+
 _EXCLUDED = -1e9   # logit of a row's similarity with itself: exp() underflows to exactly 0 in fp32
 
 
@@ -21,7 +23,7 @@ def nt_xent(z1: mx.array, z2: mx.array, temperature: float, use_cosine_similarit
         raise ValueError(f"nt_xent needs two (B, D) views of one shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     z = mx.concatenate([z1, z2], axis=0).astype(mx.float32)
     if use_cosine_similarity:
-        z = z / mx.maximum(mx.linalg.norm(z, axis=1, keepdims=True), 1e-8)
+        z = l2_normalize(z, 1e-8)
     n = z.shape[0]
     logits = (z @ z.T) / temperature
     logits = mx.where(mx.eye(n, dtype=mx.bool_), _EXCLUDED, logits)

@@ -22,6 +22,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from hjepa_mlx import kernels
+from hjepa_mlx.normalize import l2_normalize
 
 TARGET_LN_EPS = 1e-6
 
@@ -52,11 +53,6 @@ def pool_to_level(x: mx.array, cell_idx: mx.array, num_cells: int) -> tuple[mx.a
     sums = onehot.swapaxes(-1, -2) @ x                                       # (B, M, C, D)
     pooled = sums / mx.maximum(counts, 1.0)[..., None]
     return pooled, (counts > 0).astype(mx.float32)
-
-
-def l2_normalize(x: mx.array, eps: float = 1e-6) -> mx.array:
-    """x / max(||x||_2, eps) along the last axis (zero vectors stay zero)."""
-    return x / mx.maximum(mx.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def upsample2x(x: mx.array, height: int, width: int) -> mx.array:

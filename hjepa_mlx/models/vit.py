@@ -157,10 +157,6 @@ class ViTEncoder(nn.Module):
         """(grid_h, grid_w) patches."""
         return self._grid
 
-    @property
-    def num_patches(self) -> int:
-        return self._grid[0] * self._grid[1]
-
     def __call__(self, images: mx.array, indices: mx.array | None = None) -> mx.array:
         """images (B, H, W, 3); indices (B, n) int32 raster patch indices, or None for all patches.
 
