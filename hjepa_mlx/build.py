@@ -51,11 +51,12 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False):
     dtype, message = compute_dtype(config.training.use_amp, mx.default_device())
     if message and not quiet:
         print(message)
+    side_stream = mx.new_stream(mx.default_device()) if config.training.parallel_streams else None
     return HJEPAModel(encoder=encoder(checkpointing), target_encoder=encoder(False), predictor=predictor,
                       fpn=fpn, grid=plan.grid, num_levels=m.num_hierarchies,
                       normalize_embeddings=config.loss.normalize_embeddings,
                       loss_settings=loss_settings(config), two_views=plan.two_views, compute_dtype=dtype,
-                      vicreg_projector=vicreg.projector, expander=expander)
+                      vicreg_projector=vicreg.projector, expander=expander, side_stream=side_stream)
 
 
 def encoder_kwargs(config: Config, plan: Plan) -> dict:

@@ -303,3 +303,22 @@ def test_stop_on_collapse_saves_a_checkpoint_and_exits_3(tmp_path, capsys):
     log = (out / "train.log").read_text()
     assert "stopping: collapse alarm" in log and "steps 2-2" in log
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000002.safetensors"
+
+
+def test_parallel_streams_give_bit_identical_steps(tmp_path):
+    """training.parallel_streams moves the target forward and the second view to another stream: the same
+    ops, so three optimizer steps (with NT-Xent against target features, which reads both) end identical."""
+    extra = ["loss.use_contrastive=true"]
+    results = []
+    for parallel in (False, True):
+        config, plan, model, state, masks = _step_setup(tmp_path, extra + [f"training.parallel_streams={parallel}"])
+        assert (model._side_stream is not None) == parallel
+        step, _ = make_train_step(model, step_settings(config, plan))
+        for i in range(3):
+            state, metrics = step(state, _batch(config, plan, masks, 1, 4, seed=i))
+        mx.eval(state, metrics)
+        results.append((dict(tree_flatten(state)), metrics["loss"].item()))
+    (a, loss_a), (b, loss_b) = results
+    assert loss_a == loss_b
+    for key in a:
+        assert np.array_equal(np.array(a[key]), np.array(b[key])), key

@@ -172,6 +172,10 @@ class TrainingConfig:
     use_amp: bool = False
     accumulation_steps: int = num(1, 1)
     use_gradient_checkpointing: bool = False
+    # true: the target encoder's forward and the second view's context pass run on a second stream of the
+    # device, beside the first view's work (MLX's CPU backend runs most non-matmul ops on one thread per
+    # stream, so two streams use both cores). Same ops, same results (tested bit-identical).
+    parallel_streams: bool = False
     max_nonfinite_steps: int = num(10, 1)                # consecutive skipped updates before stopping
     stop_on_collapse: bool = False                       # stop (with a checkpoint) when the collapse alarm rises
 

@@ -10,6 +10,8 @@ local crops (`local_crops`, when present) only feed VICReg.
 
 from __future__ import annotations
 
+import contextlib
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -22,7 +24,8 @@ from hjepa_mlx.models.projector import Expander, regularised_features
 class HJEPAModel(nn.Module):
     def __init__(self, *, encoder, target_encoder, predictor, fpn, grid, num_levels: int,
                  normalize_embeddings: bool, loss_settings: LossSettings, two_views: bool,
-                 compute_dtype=mx.float32, vicreg_projector: str = "none", expander: Expander | None = None):
+                 compute_dtype=mx.float32, vicreg_projector: str = "none", expander: Expander | None = None,
+                 side_stream=None):
         super().__init__()
         self.encoder = encoder
         self.predictor = predictor
@@ -40,6 +43,7 @@ class HJEPAModel(nn.Module):
         self._loss_settings = loss_settings
         self._two_views = two_views
         self._dtype = compute_dtype
+        self._side_stream = side_stream   # None: everything on the default stream (training.parallel_streams)
 
     def _cast(self, tree):
         return cast_floating(tree, self._dtype)
@@ -49,6 +53,10 @@ class HJEPAModel(nn.Module):
         self._target_encoder.update(self._cast(target_params))
         out = target_features(self._target_encoder, images.astype(self._dtype))
         return mx.stop_gradient(out.astype(mx.float32))
+
+    def _side(self):
+        """Where independent work goes: the second stream when training.parallel_streams is on."""
+        return mx.stream(self._side_stream) if self._side_stream is not None else contextlib.nullcontext()
 
     def _regularised(self, tokens):
         return regularised_features(tokens, self._projector, getattr(self, "expander", None))
@@ -66,7 +74,8 @@ class HJEPAModel(nn.Module):
         context_idx, target_idx = micro["context_idx"], micro["target_idx"]
         level_idx = [micro[f"level_idx_{level}"] for level in range(self._num_levels)]
 
-        target_tokens = self.encode_target(target_params, micro["images"])           # (B, N, D)
+        with self._side():
+            target_tokens = self.encode_target(target_params, micro["images"])       # (B, N, D)
         gathered = mx.take_along_axis(target_tokens[:, None], target_idx[..., None], axis=2)  # (B, M, K, D)
 
         context = self.encoder(images, context_idx)                                   # (B, Nc, D)
@@ -82,7 +91,8 @@ class HJEPAModel(nn.Module):
         if self._two_views:
             images2 = micro["images_view2"]
             # view 2 has its own mask (masks.MaskBatch.context_idx_view2): shared masks let VICReg be met by position
-            context2 = self.encoder(images2.astype(self._dtype), micro["context_idx_view2"])
+            with self._side():
+                context2 = self.encoder(images2.astype(self._dtype), micro["context_idx_view2"])
             features["context_pooled_2"] = context2.astype(mx.float32).mean(axis=1)
             if vicreg:
                 features["vicreg_2"] = self._regularised(context2)
