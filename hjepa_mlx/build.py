@@ -79,7 +79,7 @@ def loss_settings(config: Config):
         prediction_kind=prediction_kind(config), hierarchy_weights=tuple(loss.hierarchy_weights),
         huber_delta=loss.huber_delta, jepa_weight=loss.jepa_weight,
         vicreg=vicreg_enabled(config), vicreg_weight=loss.vicreg_weight, sim_coeff=loss.vicreg.sim_coeff,
-        std_coeff=loss.vicreg.std_coeff, cov_coeff=loss.vicreg.cov_coeff,
+        std_coeff=loss.vicreg.std_coeff, cov_coeff=loss.vicreg.cov_coeff, std_target=loss.vicreg.std_target,
         contrastive=loss.use_contrastive, contrastive_weight=loss.contrastive_weight,
         temperature=loss.contrastive_temperature, use_cosine=loss.use_cosine_similarity,
         on_context=loss.contrastive_on_context)

@@ -84,8 +84,8 @@ def loss_terms(config: Config) -> tuple[str, ...]:
         v = loss.vicreg
         on = {"none": "pooled context tokens", "layernorm": "affine-free normalised context tokens, pooled",
               "expander": f"expander {v.expander_dim}-{v.expander_dim}-{v.expander_dim} on pooled context tokens"}
-        terms.append(f"{loss.vicreg_weight:g} x VICReg (sim {v.sim_coeff:g}, std {v.std_coeff:g}, "
-                     f"cov {v.cov_coeff:g}) on the {on[v.projector]}")
+        terms.append(f"{loss.vicreg_weight:g} x VICReg (sim {v.sim_coeff:g}, std {v.std_coeff:g} towards "
+                     f"{v.std_target:g}, cov {v.cov_coeff:g}) on the {on[v.projector]}")
     if loss.use_contrastive:
         terms.append(f"{loss.contrastive_weight:g} x NT-Xent (T {loss.contrastive_temperature:g}, "
                      f"{'context' if loss.contrastive_on_context else 'context vs target'} features)")

@@ -124,3 +124,13 @@ def test_bad_shapes_are_errors():
         vicreg_loss_single(m(np.ones((1, 3))), 25, 1)
     with pytest.raises(ValueError, match="differ in shape"):
         vicreg_terms(m(np.ones((4, 3))), m(np.ones((4, 2))))
+
+
+def test_the_variance_hinge_target_is_a_parameter():
+    z1, z2 = views()
+    std = np.sqrt(np.asarray(z1, np.float64).var(axis=0, ddof=1) + 1e-4)
+    for gamma in (0.25, 1.0, 3.0):
+        _, metrics = vicreg_loss(m(z1), m(z2), 25.0, 25.0, 1.0, gamma)
+        expected = (np.maximum(gamma - std, 0).mean()
+                    + np.maximum(gamma - np.sqrt(np.asarray(z2, np.float64).var(axis=0, ddof=1) + 1e-4), 0).mean()) / 2
+        assert metrics["vicreg_variance"].item() == pytest.approx(expected, rel=1e-5)

@@ -53,3 +53,22 @@ def test_unknown_projector_and_missing_expander():
         regularised_features(mx.array(TOKENS), "mlp")
     with pytest.raises(ValueError, match="needs an Expander"):
         regularised_features(mx.array(TOKENS), "expander")
+
+
+def test_layernorm_projector_features_cannot_reach_unit_std_on_average():
+    """Why loss.vicreg.std_target exists: each affine-free normalised token has norm sqrt(D), so the pooled
+    features' per-dimension variances sum to at most D - their mean is <= 1 - whatever the encoder does,
+    and equals 1 only when all tokens of an image are identical and images differ maximally."""
+    import mlx.core as mx
+    import numpy as np
+
+    from hjepa_mlx.models.projector import regularised_features
+    rng = np.random.default_rng(0)
+    for spread in (0.1, 1.0, 10.0):
+        per_image = rng.standard_normal((64, 1, 32)) * spread
+        tokens = per_image + rng.standard_normal((64, 9, 32))          # image-specific part + token noise
+        z = np.array(regularised_features(mx.array(tokens.astype(np.float32)), "layernorm"), np.float64)
+        assert z.var(axis=0).mean() <= 1.0 + 1e-5
+    same = np.repeat(rng.standard_normal((64, 1, 32)), 9, axis=1)        # identical tokens: the extreme
+    z = np.array(regularised_features(mx.array(same.astype(np.float32)), "layernorm"), np.float64)
+    assert z.var(axis=0).mean() > 0.85

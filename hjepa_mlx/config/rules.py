@@ -46,7 +46,7 @@ DEPENDENT_KEYS: list[tuple[str, Callable[[Config], bool], tuple[str, ...]]] = [
 # Loss keys are stricter than DEPENDENT_KEYS: the original project silently dropped VICReg and the run
 # collapsed, so a loss term's settings given while the term is off are an error, not a note.
 VICREG_KEYS = ("loss.vicreg_weight", "loss.vicreg.sim_coeff", "loss.vicreg.std_coeff", "loss.vicreg.cov_coeff",
-               "loss.vicreg.projector", "loss.vicreg.expander_dim")
+               "loss.vicreg.projector", "loss.vicreg.expander_dim", "loss.vicreg.std_target")
 CONTRASTIVE_KEYS = ("loss.contrastive_weight", "loss.contrastive_temperature", "loss.use_cosine_similarity",
                     "loss.contrastive_on_context")
 

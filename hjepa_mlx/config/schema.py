@@ -201,6 +201,10 @@ class VICRegConfig:
     # affine LayerNorm, whose gain can satisfy the variance hinge without changing the representation).
     projector: Literal["none", "layernorm", "expander"] = "layernorm"
     expander_dim: int = num(1024, 1)
+    # gamma of the variance hinge, relu(gamma - std). VICReg's 1.0 assumes features of free scale (the
+    # expander's output); the layernorm projector's pooled tokens have a per-dimension std of at most 1 on
+    # average (each token has norm sqrt(D)), so there the hinge at 1.0 can never be met (README).
+    std_target: float = num(1.0, 0.0, lo_open=True)
 
 
 LossType = Literal["smoothl1", "mse", "huber", "combined", "cjepa"]

@@ -36,7 +36,8 @@ from hjepa_mlx.losses.vicreg import vicreg_loss, vicreg_loss_single
 class LossSettings:
     """prediction_kind: 'smoothl1' | 'mse' | 'huber'; hierarchy_weights: per-level multipliers;
     huber_delta: Huber threshold; jepa_weight: multiplier of the prediction loss.
-    vicreg: on/off; vicreg_weight: its multiplier; sim/std/cov_coeff: lambda, mu, nu.
+    vicreg: on/off; vicreg_weight: its multiplier; sim/std/cov_coeff: lambda, mu, nu; std_target: the
+    variance hinge's gamma.
     contrastive: on/off; contrastive_weight: its multiplier; temperature: NT-Xent T; use_cosine: L2-normalise
     before the dot product; on_context: pair the two views' context features (else context vs target)."""
 
@@ -49,6 +50,7 @@ class LossSettings:
     sim_coeff: float = 25.0
     std_coeff: float = 25.0
     cov_coeff: float = 1.0
+    std_target: float = 1.0
     contrastive: bool = False
     contrastive_weight: float = 0.1
     temperature: float = 0.1
@@ -77,9 +79,9 @@ def _vicreg_pairs(s: LossSettings, z1, z2, local=None):
     """Two-view VICReg, or with multi-crop's local features (L, B, E) the mean over the pairs
     (view 1, view 2) and (each global view, each local crop): 1 + 2L pairs, as multi-crop VICReg averages."""
     if local is None:
-        return vicreg_loss(z1, z2, s.sim_coeff, s.std_coeff, s.cov_coeff)
+        return vicreg_loss(z1, z2, s.sim_coeff, s.std_coeff, s.cov_coeff, s.std_target)
     pairs = [(z1, z2)] + [(g, local[i]) for i in range(local.shape[0]) for g in (z1, z2)]
-    results = [vicreg_loss(a, b, s.sim_coeff, s.std_coeff, s.cov_coeff) for a, b in pairs]
+    results = [vicreg_loss(a, b, s.sim_coeff, s.std_coeff, s.cov_coeff, s.std_target) for a, b in pairs]
     loss = sum(r[0] for r in results) / len(pairs)
     metrics = {key: sum(r[1][key] for r in results) / len(pairs) for key in results[0][1]}
     return loss, metrics
@@ -99,7 +101,7 @@ def total_loss(s: LossSettings, levels, features: dict):
             z2 = features.get("vicreg_2", features["context_pooled_2"])
             v, vm = _vicreg_pairs(s, z1, z2, features.get("vicreg_local"))
         elif s.sim_coeff == 0:
-            v, vm = vicreg_loss_single(z1, s.std_coeff, s.cov_coeff)
+            v, vm = vicreg_loss_single(z1, s.std_coeff, s.cov_coeff, s.std_target)
         else:
             _view(features, "context_pooled_2", f"VICReg invariance (sim_coeff {s.sim_coeff})")
         total = total + s.vicreg_weight * v

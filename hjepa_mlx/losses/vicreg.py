@@ -23,10 +23,10 @@ def _check(z: mx.array) -> mx.array:
     return z.astype(mx.float32)
 
 
-def variance_term(z: mx.array) -> mx.array:
+def variance_term(z: mx.array, gamma: float = GAMMA) -> mx.array:
     """v(z) = mean_j relu(gamma - sqrt(Var(z_j) + eps)), unbiased variance over the batch."""
     std = mx.sqrt(mx.var(z, axis=0, ddof=1) + EPS)
-    return mx.maximum(GAMMA - std, 0.0).mean()
+    return mx.maximum(gamma - std, 0.0).mean()
 
 
 def covariance_term(z: mx.array) -> mx.array:
@@ -38,29 +38,30 @@ def covariance_term(z: mx.array) -> mx.array:
     return (off_diagonal * off_diagonal).sum() / d
 
 
-def vicreg_terms(z1: mx.array, z2: mx.array) -> dict:
+def vicreg_terms(z1: mx.array, z2: mx.array, gamma: float = GAMMA) -> dict:
     """The three unweighted terms of two views z1, z2 (n, d): vicreg_invariance, vicreg_variance,
     vicreg_covariance (scalars)."""
     z1, z2 = _check(z1), _check(z2)
     if z1.shape != z2.shape:
         raise ValueError(f"VICReg views differ in shape: {tuple(z1.shape)} vs {tuple(z2.shape)}")
     return {"vicreg_invariance": mx.mean((z1 - z2) ** 2),
-            "vicreg_variance": (variance_term(z1) + variance_term(z2)) / 2,
+            "vicreg_variance": (variance_term(z1, gamma) + variance_term(z2, gamma)) / 2,
             "vicreg_covariance": covariance_term(z1) + covariance_term(z2)}
 
 
-def vicreg_loss(z1: mx.array, z2: mx.array, sim_coeff: float, std_coeff: float, cov_coeff: float):
+def vicreg_loss(z1: mx.array, z2: mx.array, sim_coeff: float, std_coeff: float, cov_coeff: float,
+                gamma: float = GAMMA):
     """Two-view VICReg: z1, z2 (n, d); coefficients lambda (sim), mu (std), nu (cov).
     Returns (loss, {vicreg_invariance, vicreg_variance, vicreg_covariance, vicreg_loss})."""
-    t = vicreg_terms(z1, z2)
+    t = vicreg_terms(z1, z2, gamma)
     loss = sim_coeff * t["vicreg_invariance"] + std_coeff * t["vicreg_variance"] + cov_coeff * t["vicreg_covariance"]
     return loss, {**t, "vicreg_loss": loss}
 
 
-def vicreg_loss_single(z: mx.array, std_coeff: float, cov_coeff: float):
+def vicreg_loss_single(z: mx.array, std_coeff: float, cov_coeff: float, gamma: float = GAMMA):
     """One view z (n, d): std_coeff * v(z) + cov_coeff * c(z), for configs whose invariance coefficient
     is 0. Returns (loss, {vicreg_variance, vicreg_covariance, vicreg_loss})."""
     z = _check(z)
-    t = {"vicreg_variance": variance_term(z), "vicreg_covariance": covariance_term(z)}
+    t = {"vicreg_variance": variance_term(z, gamma), "vicreg_covariance": covariance_term(z)}
     loss = std_coeff * t["vicreg_variance"] + cov_coeff * t["vicreg_covariance"]
     return loss, {**t, "vicreg_loss": loss}
