@@ -8,8 +8,8 @@
   projector made for it (models/projector.py), or on context_pooled_1 / _2 when the model gives none.
   With a second view present, the two-view form: invariance between the two augmented views of the same
   images (C-JEPA), variance and covariance on both; with multi-crop's `vicreg_local` (L, B, E) too, the
-  mean of that form over the pairs (view 1, view 2) and (either view, each local crop). With one view (only allowed when sim_coeff is 0)
-  the single-view variance + covariance of view 1.
+  mean of that form over the pairs (view 1, view 2) and (either view, each local crop). With one view
+  (only allowed when sim_coeff is 0) the single-view variance + covariance of view 1.
 * NT-Xent (when `contrastive`) needs two views. `on_context`: the pair (context_pooled_1,
   context_pooled_2). Otherwise each view's context features against the *other* view's target-encoder
   features, averaged over the two directions: (NT-Xent(ctx_1, sg(tgt_2)) + NT-Xent(ctx_2, sg(tgt_1))) / 2.
