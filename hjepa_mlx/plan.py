@@ -44,6 +44,8 @@ class Plan:
     val_holdout: int = 0             # validation images held out of each dataset's training split
     ema_warmup_steps: int | None = None
     ema: tuple = ()                  # (label, step, 1 - momentum) at the start, end of warm-up, last step
+    world_size: int = 1              # data-parallel processes (mlx.launch); batch_size is split among them
+    world: str = ""                  # distributed.World.describe()
 
 
 def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
@@ -94,8 +96,9 @@ def needs_two_views(config: Config) -> bool:
 
 
 def make_plan(config: Config, *, output_dir: str | None = None,
-              dataset_sizes: dict[str, int] | None = None) -> Plan:
-    """`dataset_sizes` (name -> images) replaces nominal sizes once the data has been opened."""
+              dataset_sizes: dict[str, int] | None = None, world=None) -> Plan:
+    """`dataset_sizes` (name -> images) replaces nominal sizes once the data has been opened; `world` (a
+    distributed.World) the processes that share each batch (the number of steps does not depend on it)."""
     from hjepa_mlx.models.specs import parse_encoder_name
 
     spec = parse_encoder_name(config.model.encoder_type)
@@ -123,7 +126,8 @@ def make_plan(config: Config, *, output_dir: str | None = None,
         steps_per_epoch=steps, total_steps=total, two_views=needs_two_views(config),
         loss_terms=loss_terms(config), val_holdout=holdout_count(config),
         ema_warmup_steps=None if steps is None else config.model.ema.momentum_warmup_epochs * steps,
-        ema=() if total is None else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total))
+        ema=() if total is None else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total),
+        world_size=1 if world is None else world.size, world="" if world is None else world.describe())
 
 
 def ema_milestones(config: Config, warmup_steps: int, total_steps: int) -> tuple:
@@ -151,6 +155,11 @@ def describe_plan(plan: Plan) -> str:
     eff = plan.batch_size * plan.accumulation_steps
     lines.append(f"batch         : {plan.batch_size} x {plan.accumulation_steps} accumulation = {eff} images per "
                  f"optimizer step, {'two views' if plan.two_views else 'one view'} per image")
+    if plan.world:
+        n = plan.world_size
+        share = (f"; global batch {plan.batch_size} = {n} x {plan.batch_size // n} per process" if n > 1 and
+                 plan.batch_size % n == 0 else "")
+        lines.append(f"world         : {plan.world}{share}")
     if plan.steps_per_epoch is not None:
         lines.append(f"steps         : {plan.steps_per_epoch:,} per epoch, {plan.total_steps:,} in total")
     else:

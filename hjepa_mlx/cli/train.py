@@ -44,43 +44,61 @@ def run(argv: list[str] | None = None) -> int:
 
     import mlx.core as mx
 
+    from hjepa_mlx import distributed
     from hjepa_mlx.config import load_config
     from hjepa_mlx.config.devices import resolve_device
     from hjepa_mlx.plan import describe_plan, make_plan
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     loaded = load_config(path, overrides)
+    world = distributed.init_world(loaded.config.distributed)    # one process unless started by mlx.launch
+    _WORLD[0] = world
+    say = print if world.is_main else (lambda *a, **k: None)    # rank 0 speaks for every rank
     for note in loaded.notes:
-        print(note)
-    print(blas.describe())
+        say(note)
+    say(blas.describe())
     device, message = resolve_device(loaded.config.device)
-    print(message or f"device: {loaded.config.device} -> {device}")
+    say(message or f"device: {loaded.config.device} -> {device}")
     mx.set_default_device(device)
     if mx.default_device().type == mx.DeviceType.cpu:
         from hjepa_mlx import kernels
-        print(kernels.describe())
-    plan = make_plan(loaded.config, output_dir=args.output_dir)
+        say(kernels.describe())
+    distributed.per_rank_batch(world, loaded.config.data.batch_size)
+    plan = make_plan(loaded.config, output_dir=args.output_dir, world=world)
     if args.dry_run:
         from hjepa_mlx.config import dump_yaml
 
-        print("# resolved config")
-        print(dump_yaml(loaded.config).rstrip())
-        print(describe_plan(plan))
+        say("# resolved config")
+        say(dump_yaml(loaded.config).rstrip())
+        say(describe_plan(plan))
         return 0
     if not blas.CHOICE.optimized and sys.platform == "linux" and not blas.user_disabled():
         raise UserError("refusing to train on MLX's reference BLAS (~2 GFLOP/s): " + blas.CHOICE.reason +
                         f"; or set {blas.ENV_VAR}=off to train slowly anyway")
     from hjepa_mlx.train import train
 
-    print(describe_plan(plan))
-    return train(loaded, plan, resume=args.resume)
+    say(describe_plan(plan))
+    return train(loaded, plan, resume=args.resume, world=world)
+
+
+_WORLD = [None]     # the run's distributed.World once joined, for the error messages of main()
 
 
 def main(argv: list[str] | None = None) -> int:
+    _WORLD[0] = None
     try:
         return run(argv)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        world = _WORLD[0]
+        where = f" (rank {world.rank})" if world is not None and world.is_distributed else ""
+        print(f"error{where}: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:          # a collective whose peer died: one line instead of a traceback
+        from hjepa_mlx.distributed import comm_error
+        message = comm_error(exc, _WORLD[0]) if _WORLD[0] is not None else None
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

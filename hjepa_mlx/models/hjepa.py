@@ -21,7 +21,8 @@ from hjepa_mlx.models.projector import Expander, regularised_features
 class HJEPAModel(nn.Module):
     def __init__(self, *, encoder, target_encoder, predictor, fpn, grid, num_levels: int,
                  normalize_embeddings: bool, loss_settings: LossSettings, two_views: bool,
-                 compute_dtype=mx.float32, vicreg_projector: str = "none", expander: Expander | None = None):
+                 compute_dtype=mx.float32, vicreg_projector: str = "none", expander: Expander | None = None,
+                 feature_gather=None):
         super().__init__()
         self.encoder = encoder
         self.predictor = predictor
@@ -39,6 +40,7 @@ class HJEPAModel(nn.Module):
         self._loss_settings = loss_settings
         self._two_views = two_views
         self._dtype = compute_dtype
+        self._gather = feature_gather     # data parallel: (B, D) -> (N*B, D) of every rank (distributed.gather_rows)
 
     def _cast(self, tree):
         return cast_floating(tree, self._dtype)
@@ -81,6 +83,8 @@ class HJEPAModel(nn.Module):
             s = self._loss_settings
             if s.contrastive and not s.on_context:   # only NT-Xent against target features needs view 2's targets
                 features["target_pooled_2"] = self.encode_target(target_params, images2).mean(axis=1)
+        if self._gather is not None:      # VICReg / NT-Xent statistics over the global batch
+            features = {name: self._gather(value) for name, value in features.items()}
         loss, metrics = total_loss(self._loss_settings, levels, features)
         metrics = {**metrics,
                    "context_std": features["context_pooled_1"].std(axis=0).mean(),
