@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -83,15 +84,43 @@ def init_world(settings) -> World:
     base = World(batch_statistics=settings.batch_statistics, bucket_bytes=int(settings.bucket_mb * (1 << 20)),
                  timeout_s=settings.timeout_s, check_every=settings.check_every)
     rank = os.environ.get("MLX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
-    with Watchdog.for_world(replace(base, rank=int(rank) if rank.isdigit() else 0), alone_too=True).guard(
-            "joining the other processes (mx.distributed.init)"):
+    with _process_watchdog(settings.timeout_s, f"error: rank {rank} waited more than {settings.timeout_s:g} s "
+                           f"(distributed.timeout_s) while joining the other processes (mx.distributed.init): "
+                           f"another rank died, hung or never started; stopping"):
         group = mx.distributed.init(strict=False, backend=backend)
     if group.size() == 1:
         return base
-    return replace(base, group=group, rank=group.rank(), size=group.size(), backend=backend)
+    return replace(base, group=group, rank=group.rank(), size=group.size(),
+                   backend=backend if backend != "any" else _launched_backend())
+
+
+def _launched_backend() -> str:
+    """The backend mlx.launch set up, read from the environment it gives each rank."""
+    env = os.environ
+    if "MLX_IBV_DEVICES" in env or "MLX_JACCL_COORDINATOR" in env:
+        return "jaccl"
+    if "NCCL_HOST_IP" in env:
+        return "nccl"
+    if "OMPI_COMM_WORLD_SIZE" in env or "PMI_SIZE" in env:
+        return "mpi"
+    return "ring" if "MLX_HOSTFILE" in env else "any"
 
 
 # ---------------------------------------------------------------- a rank that never answers
+
+@contextmanager
+def _process_watchdog(timeout_s: float, message: str):
+    """mx.distributed.init holds the GIL while it waits for its peers, so no thread of ours can run: a
+    small child process prints `message` and kills this one (SIGKILL) unless the block ends in time."""
+    code = (f"import os, sys, time\ntime.sleep({timeout_s!r})\nprint({message!r}, file=sys.stderr, flush=True)\n"
+            f"os.kill({os.getpid()}, 9)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        child.kill()
+        child.wait()
+
 
 class Watchdog:
     """`with watchdog.guard(what):` — if the block takes longer than timeout_s (a collective waiting for a
@@ -107,10 +136,9 @@ class Watchdog:
         threading.Thread(target=self._watch, daemon=True, name="hjepa-watchdog").start()
 
     @classmethod
-    def for_world(cls, world: World, *, alone_too: bool = False):
-        """The watchdog of this process; one that never fires for a single process (nothing to wait for)
-        unless alone_too."""
-        if not world.is_distributed and not alone_too:
+    def for_world(cls, world: World):
+        """The watchdog of this process; one that never fires for a single process (nothing to wait for)."""
+        if not world.is_distributed:
             return _NoWatchdog()
         key = (world.timeout_s, world.rank)
         if key not in cls._instances:

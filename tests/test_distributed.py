@@ -1,0 +1,182 @@
+"""Data-parallel training on localhost (ring backend over TCP, hjepa_mlx/distributed.py).
+
+The equality test: 2 ranks with 4 images each equal 1 process with 8 (same images, same masks: the
+masks are drawn for the global batch and each rank keeps its rows), with VICReg on and
+`distributed.batch_statistics: global` (its statistics then see the whole batch, as in one process).
+Tolerance: float32 reductions summed in another order (two halves averaged vs one batch), measured
+~1e-6 relative on the loss; params and EMA target are compared with atol 1e-5 (AdamW's first steps move
+a weight by ~lr = 1e-3, so a wrong gradient average, a missing or doubled VICReg gradient, or different
+masks would show as differences of ~1e-4 and more).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from hjepa_mlx.cli.train import main
+from hjepa_mlx.distributed import World, per_rank_batch, shard_masks
+from hjepa_mlx.errors import UserError
+from hjepa_mlx.masks import plan_masks, sample_masks
+from tiny import TINY_RUN
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = Path(sys.executable).parent / "mlx.launch"
+# 32 synthetic images: 8 held out for validation, 24 train -> 3 optimizer steps of 8 per epoch
+RUN = TINY_RUN + ["data.batch_size=8", "data.synthetic.num_train=32", "data.synthetic.num_val=8",
+                  "logging.log_frequency=1", "training.epochs=2", "training.warmup_epochs=1",
+                  "checkpoint.keep_last_k=5", "logging.use_tensorboard=false", "logging.collapse_frequency=0",
+                  "distributed.timeout_s=120"]
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+def _free_ports(n: int) -> int:
+    """A base port p with p .. p+n-1 free on 127.0.0.1 (the ring backend listens on one port per rank)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n > 65535:
+            continue
+        try:
+            socks = []
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+def _args(out: Path, *extra: str) -> list[str]:
+    args = [str(ROOT / "configs/quickstart.yaml"), "--output-dir", str(out)]
+    for item in RUN + list(extra):
+        args += ["--set", item]
+    return args
+
+
+def _launch(out: Path, *extra: str, resume: bool = False) -> subprocess.Popen:
+    """`mlx.launch -n 2 --backend ring` on localhost, as a user would start it, in its own process group."""
+    cmd = [str(LAUNCH), "-n", "2", "--backend", "ring", "--starting-port", str(_free_ports(2)),
+           "--python", sys.executable, "--", str(ROOT / "scripts/train.py"), *_args(out, *extra)]
+    if resume:
+        cmd += ["--resume", "auto"]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and text in path.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {text!r} appeared:\n{proc.stdout.read()}")
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} did not appear in {path}")
+
+
+def _checkpoint(run_dir: Path, step: int) -> dict:
+    path = run_dir / "checkpoints" / f"step_{step:08d}.safetensors"
+    return {k: np.array(v) for k, v in mx.load(str(path)).items()}
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    """step -> training loss (the last record of a step wins: a resumed run logs its steps again)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def test_two_ranks_equal_one_process_with_the_whole_batch_and_resume_after_ctrl_c(tmp_path):
+    """2 ranks x 4 images == 1 process x 8 after 3 and 6 steps (params, EMA target, loss); the 2-rank run
+    is interrupted (SIGINT to every process, as Ctrl-C does), stops on every rank after the same step with
+    one checkpoint, and --resume auto finishes it on the same numbers."""
+    assert main(_args(tmp_path / "one")) == 0
+    two = tmp_path / "two"
+    proc = _launch(two)
+    _wait_for(two / "train.log", "epoch 1/2 step 1/3", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=600)
+    log = (two / "train.log").read_text()
+    assert "saved a checkpoint at step" in log, out + log
+    stopped = int(log.split("saved a checkpoint at step ")[1].split(";")[0])
+    assert 1 <= stopped < 6, log                       # stopped mid-run, after the same step on both ranks
+    assert "done:" not in log
+    resumed = _launch(two, resume=True)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    log = (two / "train.log").read_text()
+    assert f"resume: step {stopped}" in out and "done: 6 steps" in log, out
+    assert "2 processes (ring backend)" in log and "global batch 8 = 2 x 4 per process" in log
+
+    one_loss, two_loss = _losses(tmp_path / "one"), _losses(two)
+    assert sorted(one_loss) == sorted(two_loss) == [1, 2, 3, 4, 5, 6]
+    worst = {"loss": max(abs(one_loss[s] - two_loss[s]) / abs(one_loss[s]) for s in one_loss)}
+    for step in (3, 6):
+        a, b = _checkpoint(tmp_path / "one", step), _checkpoint(two, step)
+        assert a.keys() == b.keys()
+        for group in ("params", "target"):
+            keys = [k for k in a if k.startswith(group + ".")]
+            assert keys, group
+            for key in keys:
+                np.testing.assert_allclose(b[key], a[key], err_msg=f"step {step} {key}", **TOL)
+            worst[f"{group} step {step}"] = max(float(np.abs(a[k] - b[k]).max()) for k in keys)
+    print("max differences, 2 ranks vs 1 process:", worst)
+    assert worst["loss"] < 1e-5
+    # the target moved (the EMA is not a no-op that would make its comparison vacuous)
+    start = _checkpoint(tmp_path / "one", 3)
+    assert max(float(np.abs(start[k] - a[k]).max()) for k in a if k.startswith("target.")) > 1e-6
+
+
+def test_a_rank_that_never_arrives_stops_the_others_with_a_message(tmp_path):
+    """Rank 0 of a 2-rank hostfile alone: mx.distributed.init would wait forever; the watchdog ends it."""
+    port = _free_ports(2)
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps([[f"127.0.0.1:{port}"], [f"127.0.0.1:{port + 1}"]]))
+    env = {**os.environ, "MLX_RANK": "0", "MLX_HOSTFILE": str(hosts)}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"),
+                           *_args(tmp_path / "run", "distributed.timeout_s=3"), "--dry-run"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0, done.stdout + done.stderr          # killed by its watchdog (SIGKILL)
+    assert "rank 0 waited more than 3 s (distributed.timeout_s) while joining the other processes" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - start < 240
+
+
+def test_batch_must_divide_among_the_ranks():
+    world = World(size=3)
+    assert per_rank_batch(world, 12) == 4
+    with pytest.raises(UserError, match="data.batch_size 8 is not divisible by the 3 processes"):
+        per_rank_batch(world, 8)
+
+
+def test_each_rank_keeps_its_rows_of_the_global_masks():
+    """Rank r's loader gives positions r, r + N, ... of the global batch; its masks are those rows."""
+    plan = plan_masks(4, 4, num_masks=2, mask_scale=(0.1, 0.15), min_keep=2, num_levels=2, quiet=True)
+    full = sample_masks(plan, 8, 0, 5, 0)
+    parts = [shard_masks(World(rank=r, size=2), full) for r in range(2)]
+    for r, part in enumerate(parts):
+        np.testing.assert_array_equal(part.context_idx, full.context_idx[r::2])
+        np.testing.assert_array_equal(part.target_idx, full.target_idx[r::2])
+        np.testing.assert_array_equal(part.context_idx_view2, full.context_idx_view2[r::2])
+        for level in range(2):
+            np.testing.assert_array_equal(part.level_idx[level], full.level_idx[level][r::2])
+    interleaved = np.empty_like(full.context_idx)
+    interleaved[0::2], interleaved[1::2] = parts[0].context_idx, parts[1].context_idx
+    np.testing.assert_array_equal(interleaved, full.context_idx)
