@@ -180,3 +180,43 @@ def test_each_rank_keeps_its_rows_of_the_global_masks():
     interleaved = np.empty_like(full.context_idx)
     interleaved[0::2], interleaved[1::2] = parts[0].context_idx, parts[1].context_idx
     np.testing.assert_array_equal(interleaved, full.context_idx)
+
+
+def _start_ranks(tmp_path: Path, per_rank: list[list[str]]) -> list[subprocess.Popen]:
+    """Start one process per entry by hand (no mlx.launch, which would end the others itself when one
+    fails): MLX_RANK and a generated ring hostfile on 127.0.0.1, as mlx.launch would set them."""
+    port = _free_ports(len(per_rank))
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps([[f"127.0.0.1:{port + r}"] for r in range(len(per_rank))]))
+    return [subprocess.Popen([sys.executable, str(ROOT / "scripts/train.py"), *args], cwd=ROOT, text=True,
+                             env={**os.environ, "MLX_RANK": str(r), "MLX_HOSTFILE": str(hosts)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for r, args in enumerate(per_rank)]
+
+
+def test_ranks_with_different_configs_refuse_to_start(tmp_path):
+    procs = _start_ranks(tmp_path, [_args(tmp_path / "run"), _args(tmp_path / "run", "experiment.seed=1")])
+    results = [p.communicate(timeout=600) for p in procs]
+    for r, (p, (out, err)) in enumerate(zip(procs, results)):
+        assert p.returncode == 2, out + err
+        assert f"error (rank {r}): rank 1's config differs from rank 0's" in err, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_stops_the_others_with_a_message(tmp_path):
+    """SIGKILL rank 1 after the first step: rank 0 gets one line (the ring backend reports the lost
+    connection; a peer that hangs instead is ended by the watchdog after distributed.timeout_s)."""
+    out = tmp_path / "run"
+    procs = _start_ranks(tmp_path, [_args(out), _args(out)])
+    try:
+        _wait_for(out / "train.log", "epoch 1/2 step 1/3", procs[0])
+        procs[1].kill()
+        _, err = procs[0].communicate(timeout=300)
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode == 2, err
+    assert "error: rank 0: the connection to another rank was lost" in err, err
+    assert "Traceback" not in err
