@@ -276,15 +276,15 @@ def config_fingerprint(config_dict: dict) -> np.ndarray:
 
 
 def check_same(world: World, state: dict, *, config_dict: dict | None = None, when: str = "") -> None:
-    """Raise UserError unless every rank holds the same config (hash) and the same parameters, EMA target
-    and step (checksums, compared exactly: the ranks compute identical numbers)."""
+    """Raise UserError unless every rank holds the same config (hash), step, parameters, EMA target and AdamW
+    state (per-leaf checksums, compared exactly: the ranks compute identical numbers)."""
     if not world.is_distributed:
         return
     parts = [mx.array([int(state["step"].item())], dtype=mx.int32)]
     if config_dict is not None:
         parts.append(mx.array(config_fingerprint(config_dict)))
     ints = mx.distributed.all_gather(mx.concatenate(parts)[None], group=world.group)
-    sums = mx.distributed.all_gather(mx.concatenate([_checksum(state["params"]), _checksum(state["target"])])[None],
+    sums = mx.distributed.all_gather(mx.concatenate([_checksum(state[part]) for part in ("params", "target", "opt")])[None],
                                      group=world.group)
     with Watchdog.for_world(world).guard(f"comparing the ranks' state {when}"):
         mx.eval(ints, sums)
@@ -297,8 +297,8 @@ def check_same(world: World, state: dict, *, config_dict: dict | None = None, wh
             raise UserError(f"rank {r} is at step {ints[r, 0]} but rank 0 at step {ints[0, 0]} {when}; every rank "
                             f"must resume from the same checkpoint (copy rank 0's run directory to every machine)")
         if not np.array_equal(sums[r], sums[0]):
-            raise UserError(f"rank {r}'s parameters or EMA target differ from rank 0's {when}; every rank must start "
-                            f"from the same checkpoint (copy rank 0's run directory to every machine)")
+            raise UserError(f"rank {r}'s parameters, EMA target or AdamW state differ from rank 0's {when}; every rank "
+                            f"must start from the same checkpoint (copy rank 0's run directory to every machine)")
 
 
 def stop_vote(world: World, requested: bool):
