@@ -72,6 +72,9 @@ class World:
 
 
 SINGLE = World()
+# set by mlx.launch (ring, nccl, jaccl) or mpirun for each rank
+_LAUNCH_VARIABLES = ("MLX_RANK", "MLX_HOSTFILE", "MLX_WORLD_SIZE", "MLX_JACCL_COORDINATOR", "OMPI_COMM_WORLD_SIZE",
+                     "PMI_SIZE")
 
 
 def init_world(settings) -> World:
@@ -83,11 +86,14 @@ def init_world(settings) -> World:
                         f"{[b for b in ('ring', 'mpi', 'nccl', 'jaccl') if mx.distributed.is_available(b)]}")
     base = World(batch_statistics=settings.batch_statistics, bucket_bytes=int(settings.bucket_mb * (1 << 20)),
                  timeout_s=settings.timeout_s, check_every=settings.check_every)
-    rank = os.environ.get("MLX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))
-    with _process_watchdog(settings.timeout_s, f"error: rank {rank} waited more than {settings.timeout_s:g} s "
-                           f"(distributed.timeout_s) while joining the other processes (mx.distributed.init): "
-                           f"another rank died, hung or never started; stopping"):
+    if not any(name in os.environ for name in _LAUNCH_VARIABLES):     # nobody to wait for: no watchdog
         group = mx.distributed.init(strict=False, backend=backend)
+    else:
+        rank = os.environ.get("MLX_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "?"))
+        with _process_watchdog(settings.timeout_s, f"error: rank {rank} waited more than {settings.timeout_s:g} s "
+                               f"(distributed.timeout_s) while joining the other processes (mx.distributed.init): "
+                               f"another rank died, hung or never started; stopping"):
+            group = mx.distributed.init(strict=False, backend=backend)
     if group.size() == 1:
         return base
     return replace(base, group=group, rank=group.rank(), size=group.size(),

@@ -205,7 +205,7 @@ def test_ranks_with_different_configs_refuse_to_start(tmp_path):
     results = [p.communicate(timeout=600) for p in procs]
     for r, (p, (out, err)) in enumerate(zip(procs, results)):
         assert p.returncode == 2, out + err
-        assert f"error (rank {r}): rank 1's config differs from rank 0's" in err, err
+        assert f"error: (rank {r}) rank 1's config differs from rank 0's" in err, err
         assert "Traceback" not in err
     assert not (tmp_path / "run" / "checkpoints").exists()
 

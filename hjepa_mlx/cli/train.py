@@ -1,6 +1,8 @@
 """`python scripts/train.py CONFIG` (or `--config CONFIG`): validate, plan, train.
 
-User errors (bad config, missing data, corrupt checkpoint) print one line to stderr and exit 2.
+User errors (bad config, missing data, corrupt checkpoint) print one line to stderr and exit 2. Under
+`mlx.launch` (README "Several processes / machines") rank 0 alone prints the banner and the plan; an
+error names the rank, and a lost peer is one line too.
 """
 
 from __future__ import annotations
@@ -42,17 +44,32 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = _config_path(args, parser)
 
-    import mlx.core as mx
-
     from hjepa_mlx import distributed
     from hjepa_mlx.config import load_config
-    from hjepa_mlx.config.devices import resolve_device
-    from hjepa_mlx.plan import describe_plan, make_plan
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     loaded = load_config(path, overrides)
     world = distributed.init_world(loaded.config.distributed)    # one process unless started by mlx.launch
-    _WORLD[0] = world
+    try:
+        return _run_in_world(args, loaded, world)
+    except UserError as exc:
+        if world.is_distributed:       # every rank prints its own error: say which one
+            raise UserError(f"(rank {world.rank}) {exc}") from None
+        raise
+    except RuntimeError as exc:        # a collective whose peer died: one line instead of a traceback
+        message = distributed.comm_error(exc, world)
+        if message is None:
+            raise
+        raise UserError(message) from None
+
+
+def _run_in_world(args, loaded, world) -> int:
+    import mlx.core as mx
+
+    from hjepa_mlx import distributed
+    from hjepa_mlx.config.devices import resolve_device
+    from hjepa_mlx.plan import describe_plan, make_plan
+
     say = print if world.is_main else (lambda *a, **k: None)    # rank 0 speaks for every rank
     for note in loaded.notes:
         say(note)
@@ -81,24 +98,11 @@ def run(argv: list[str] | None = None) -> int:
     return train(loaded, plan, resume=args.resume, world=world)
 
 
-_WORLD = [None]     # the run's distributed.World once joined, for the error messages of main()
-
-
 def main(argv: list[str] | None = None) -> int:
-    _WORLD[0] = None
     try:
         return run(argv)
     except UserError as exc:
-        world = _WORLD[0]
-        where = f" (rank {world.rank})" if world is not None and world.is_distributed else ""
-        print(f"error{where}: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:          # a collective whose peer died: one line instead of a traceback
-        from hjepa_mlx.distributed import comm_error
-        message = comm_error(exc, _WORLD[0]) if _WORLD[0] is not None else None
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
