@@ -307,9 +307,10 @@ def check_same(world: World, state: dict, *, config_dict: dict | None = None, wh
                             f"must start from the same checkpoint (copy rank 0's run directory to every machine)")
 
 
-def stop_vote(world: World, requested: bool):
-    """An all_sum of this rank's stop request (Ctrl-C / SIGTERM), evaluated with the step, so every rank
-    stops after the same step even when the signal reached them at different times. None alone."""
+def stop_vote(world: World, stop):
+    """An all_sum of this rank's stop request (`stop.signal`: Ctrl-C / SIGTERM), evaluated with the step,
+    so every rank stops after the same step even when the signal reached them at different times. None
+    alone (and `stop.signal` is not read: one process checks it after the step, as before)."""
     if not world.is_distributed:
         return None
-    return mx.distributed.all_sum(mx.array([1.0 if requested else 0.0]), group=world.group)
+    return mx.distributed.all_sum(mx.array([1.0 if stop.signal else 0.0]), group=world.group)

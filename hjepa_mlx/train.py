@@ -143,7 +143,7 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, world:
                 masks = [shard_masks(world, sample_masks(mask_plan, config.data.batch_size, seed, step_no * k + i, 0))
                          for i in range(k)]
                 state, metrics = train_step(state, device_batch(host, masks, plan.two_views))
-                vote = stop_vote(world, stop.signal is not None)
+                vote = stop_vote(world, stop)
                 with watchdog.guard(f"in step {step_no + 1}"):
                     mx.eval(state, metrics, *([] if vote is None else [vote]))
                 # several ranks stop on the vote alone, so all of them stop after the same step
