@@ -17,7 +17,9 @@ from hjepa_mlx.plan import Plan, holdout_count
 
 # ---------------------------------------------------------------- model
 
-def build_model(config: Config, plan: Plan, *, quiet: bool = False):
+def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
+    """world: a `distributed.World`; with several ranks and distributed.batch_statistics 'global', VICReg
+    and NT-Xent see the features of every rank (distributed.gather_rows)."""
     from hjepa_mlx.models.hierarchy import FPN
     from hjepa_mlx.models.hjepa import HJEPAModel
     from hjepa_mlx.models.precision import compute_dtype
@@ -52,11 +54,15 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False):
     if message and not quiet:
         print(message)
     side_stream = mx.new_stream(mx.default_device()) if config.training.parallel_streams else None
+    from hjepa_mlx.distributed import gather_rows
+
+    batch_statistics = vicreg_enabled(config) or config.loss.use_contrastive
     return HJEPAModel(encoder=encoder(checkpointing), target_encoder=encoder(False), predictor=predictor,
                       fpn=fpn, grid=plan.grid, num_levels=m.num_hierarchies,
                       normalize_embeddings=config.loss.normalize_embeddings,
                       loss_settings=loss_settings(config), two_views=plan.two_views, compute_dtype=dtype,
-                      vicreg_projector=vicreg.projector, expander=expander, side_stream=side_stream)
+                      vicreg_projector=vicreg.projector, expander=expander, side_stream=side_stream,
+                      feature_gather=gather_rows(world) if world is not None and batch_statistics else None)
 
 
 def encoder_kwargs(config: Config, plan: Plan) -> dict:
@@ -164,7 +170,10 @@ def _dataset(config: Config, name: str, root: str, split: str):
     return build_dataset(name, root, split)
 
 
-def build_loaders(config: Config, plan: Plan) -> Loaders:
+def build_loaders(config: Config, plan: Plan, world=None) -> Loaders:
+    """world: a `distributed.World`; the training and validation loaders then give this rank its share
+    (data.batch_size / N images per batch, positions rank, rank + N, ...). The probe and k-NN loaders are
+    not split: every rank computes the same numbers."""
     from hjepa_mlx.data.holdout import split_holdout
     from hjepa_mlx.data.loader import BatchLoader
     from hjepa_mlx.data.multi import MultiDataset
@@ -188,11 +197,17 @@ def build_loaders(config: Config, plan: Plan) -> Loaders:
     need = d.batch_size * config.training.accumulation_steps
     if len(train) < need:
         raise _too_small(train, need)
-    local = dict(local_transform=local_crop_transform(config), num_local=d.multi_crop.num_local_crops)
+    from hjepa_mlx.distributed import SINGLE, per_rank_batch
+
+    world = world or SINGLE
+    shard = dict(rank=world.rank, world_size=world.size)
+    local = per_rank_batch(world, d.batch_size)
+    crops = dict(local_transform=local_crop_transform(config), num_local=d.multi_crop.num_local_crops)
     loaders = Loaders(
-        train=BatchLoader(train, d.batch_size, train_tf, views=views, seed=seed, num_workers=d.num_workers, **local),
-        val=BatchLoader(val, d.batch_size, eval_tf if views == 1 else train_tf, views=views, seed=seed + 1,
-                        num_workers=d.num_workers, shuffle=False, **local),
+        train=BatchLoader(train, local, train_tf, views=views, seed=seed, num_workers=d.num_workers, **shard,
+                          **crops),
+        val=BatchLoader(val, local, eval_tf if views == 1 else train_tf, views=views, seed=seed + 1,
+                        num_workers=d.num_workers, shuffle=False, **shard, **crops),
         knn_train=[], knn_val=[],
         probe=BatchLoader(val, d.batch_size, eval_tf, seed=seed, num_workers=d.num_workers, shuffle=False))
     if config.evaluation.knn.enabled:

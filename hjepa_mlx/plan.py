@@ -47,6 +47,8 @@ class Plan:
     local_crops: tuple = (0, 0)      # multi-crop: (local crops per image, their size in px)
     predictor: str = ""              # the predictor's shape, one line
     experiment: str = ""             # experiment.name and .description, one line
+    world_size: int = 1              # data-parallel processes (mlx.launch); batch_size is split among them
+    world: str = ""                  # distributed.World.describe()
 
 
 def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
@@ -97,8 +99,9 @@ def needs_two_views(config: Config) -> bool:
 
 
 def make_plan(config: Config, *, output_dir: str | None = None,
-              dataset_sizes: dict[str, int] | None = None) -> Plan:
-    """`dataset_sizes` (name -> images) replaces nominal sizes once the data has been opened."""
+              dataset_sizes: dict[str, int] | None = None, world=None) -> Plan:
+    """`dataset_sizes` (name -> images) replaces nominal sizes once the data has been opened; `world` (a
+    distributed.World) the processes that share each batch (the number of steps does not depend on it)."""
     from hjepa_mlx.models.specs import parse_encoder_name
 
     spec = parse_encoder_name(config.model.encoder_type)
@@ -129,7 +132,8 @@ def make_plan(config: Config, *, output_dir: str | None = None,
         ema=() if total is None else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total),
         local_crops=(config.data.multi_crop.num_local_crops, config.data.multi_crop.local_crop_size),
         predictor=predictor_line(config),
-        experiment=" - ".join(x for x in (config.experiment.name, config.experiment.description) if x))
+        experiment=" - ".join(x for x in (config.experiment.name, config.experiment.description) if x),
+        world_size=1 if world is None else world.size, world="" if world is None else world.describe())
 
 
 def predictor_line(config: Config) -> str:
@@ -166,6 +170,11 @@ def describe_plan(plan: Plan) -> str:
     eff = plan.batch_size * plan.accumulation_steps
     lines.append(f"batch         : {plan.batch_size} x {plan.accumulation_steps} accumulation = {eff} images per "
                  f"optimizer step, {'two views' if plan.two_views else 'one view'} per image")
+    if plan.world:
+        n = plan.world_size
+        share = (f"; global batch {plan.batch_size} = {n} x {plan.batch_size // n} per process" if n > 1 and
+                 plan.batch_size % n == 0 else "")
+        lines.append(f"world         : {plan.world}{share}")
     if plan.steps_per_epoch is not None:
         lines.append(f"steps         : {plan.steps_per_epoch:,} per epoch, {plan.total_steps:,} in total")
     else:

@@ -248,3 +248,32 @@ def attention_map_image(attn: np.ndarray, grid: tuple[int, int], *, query: int |
     span = values.max() - values.min()
     normalised = (values - values.min()) / span if span > 0 else np.zeros_like(values)
     return _upsample(colormap(normalised.reshape(gh, gw)), scale)
+
+
+class SilentLogger:
+    """The logger of a data-parallel rank other than 0: the same calls, no files and no console lines
+    (rank 0 writes the run's metrics, train.log and TensorBoard events for every rank)."""
+
+    def __init__(self, log_frequency: int = 50):
+        self.log_frequency = log_frequency
+
+    def should_log(self, step: int) -> bool:
+        return step % self.log_frequency == 0
+
+    def log_scalars(self, step, scalars, *, epoch=None) -> None:
+        pass
+
+    def log_histograms(self, step, arrays) -> None:
+        pass
+
+    def log_images(self, step, images) -> None:
+        pass
+
+    def log_line(self, text: str) -> None:
+        pass
+
+    def log_text(self, text: str, *, tag: str = "plan", step: int = 0) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -58,8 +58,10 @@ class TraceCounter:
         self.count = 0
 
 
-def make_train_step(model, settings: StepSettings, *, compile: bool = True):
+def make_train_step(model, settings: StepSettings, *, compile: bool = True, mean_across=None):
     """model: an `HJEPAModel` (see models/hjepa.py) with `.loss(params, target, micro_batch, key)`.
+    mean_across: tree -> its mean over the data-parallel ranks (distributed.mean_across), applied once per
+    optimizer step to the accumulated gradients (before clipping) and to the metrics; None alone.
 
     Returns (step_fn, trace_counter). `batch` holds arrays with a leading accumulation axis of size k.
     """
@@ -92,6 +94,8 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True):
         # The loss of a k-micro-batch step is the mean over micro-batches, so its gradient is too.
         grads = tree_map(lambda g: g / k, grads)
         metrics = tree_map(lambda m: m / k, metrics_sum)
+        if mean_across is not None:           # data parallel: every rank now holds the global-batch mean
+            grads, metrics = mean_across(grads), mean_across(metrics)
 
         grads, grad_norm = optim.clip_by_global_norm(grads, settings.clip_grad)
         finite = mx.logical_and(optim.all_finite(grads), mx.isfinite(metrics["loss"]))
@@ -121,11 +125,13 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True):
     return (mx.compile(train_step) if compile else train_step), counter
 
 
-def make_eval_step(model, *, compile: bool = True):
-    """eval_step(state, micro_batch) -> metrics: the training loss terms without gradients or updates."""
+def make_eval_step(model, *, compile: bool = True, mean_across=None):
+    """eval_step(state, micro_batch) -> metrics: the training loss terms without gradients or updates
+    (averaged over the ranks with `mean_across`, as in make_train_step)."""
 
     def eval_step(state, micro):
         loss, metrics = model.loss(state["params"], state["target"], micro, mx.random.key(0))
-        return {**metrics, "loss": loss}
+        metrics = {**metrics, "loss": loss}
+        return metrics if mean_across is None else mean_across(metrics)
 
     return mx.compile(eval_step) if compile else eval_step

@@ -19,10 +19,11 @@ from hjepa_mlx.collapse import CollapseMonitor, probe_batches
 from hjepa_mlx.checkpoint import CheckpointManager
 from hjepa_mlx.config import LoadedConfig, dump_yaml
 from hjepa_mlx.diagnostics import attention_heatmap, dataset_counts, gradient_histograms, mask_image
+from hjepa_mlx.distributed import SINGLE, Watchdog, World, check_same, mean_across, shard_masks, stop_vote
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.masks import sample_masks
 from hjepa_mlx.plan import Plan, describe_plan, make_plan
-from hjepa_mlx.run_logging import ProgressLine, RunLogger
+from hjepa_mlx.run_logging import ProgressLine, RunLogger, SilentLogger
 from hjepa_mlx.state import init_state
 from hjepa_mlx.step import make_eval_step, make_train_step
 
@@ -86,18 +87,22 @@ def _check_run_dir(run_dir: Path, resume: str | None) -> None:
                         f"--output-dir NEW_DIR to start another (nothing was changed)")
 
 
-def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int:
+def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, world: World = SINGLE) -> int:
+    """world: the data-parallel processes (hjepa_mlx/distributed.py); rank 0 alone writes the run directory."""
     config = loaded.config
     run_dir = Path(plan.run_dir)
     _check_run_dir(run_dir, resume)
 
-    loaders = build_loaders(config, plan)
-    plan = make_plan(config, output_dir=str(run_dir), dataset_sizes=train_dataset_sizes(loaders))
+    loaders = build_loaders(config, plan, world)
+    plan = make_plan(config, output_dir=str(run_dir), dataset_sizes=train_dataset_sizes(loaders), world=world)
     mask_plan = build_mask_plan(config, plan)
-    model = build_model(config, plan)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(config, plan, world=world, quiet=not world.is_main)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     manager = CheckpointManager(run_dir / "checkpoints", keep_last_k=config.checkpoint.keep_last_k,
                                 metric=config.checkpoint.metric, mode=config.checkpoint.mode)
+    if not world.is_main:
+        manager.save = lambda *args, **kwargs: None     # rank 0 writes the checkpoints every rank resumes from
     state = init_state(model, config.experiment.seed)
     start_epoch, start_batch, best = 0, 0, None
     if resume is not None:
@@ -108,13 +113,17 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
             state, meta = restored
             start_epoch, start_batch, best = meta["epoch"], meta["batch_in_epoch"], meta.get("best_metric")
             print(f"resume: step {meta['step']}, epoch {start_epoch + 1}, batch {start_batch}")
-    (run_dir / "config.yaml").write_text(dump_yaml(config))
+    from hjepa_mlx.config import to_dict
+    check_same(world, state, config_dict=to_dict(config), when="at the start")
+    if world.is_main:
+        (run_dir / "config.yaml").write_text(dump_yaml(config))
 
     settings = step_settings(config, plan)
-    train_step, traces = make_train_step(model, settings)
-    eval_step = make_eval_step(model)
+    train_step, traces = make_train_step(model, settings, mean_across=mean_across(world))
+    eval_step = make_eval_step(model, mean_across=mean_across(world))
     logger = RunLogger(run_dir, use_tensorboard=config.logging.use_tensorboard,
-                       log_frequency=config.logging.log_frequency)
+                       log_frequency=config.logging.log_frequency) if world.is_main else SilentLogger()
+    watchdog = Watchdog.for_world(world)
     logger.log_text(describe_plan(plan))
     k = config.training.accumulation_steps
     steps_per_epoch = plan.steps_per_epoch
@@ -132,9 +141,17 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
             for batch_in_epoch in range(start_batch, steps_per_epoch):
                 host = [next(batches) for _ in range(k)]
                 step_no = int(state["step"].item())
-                masks = [sample_masks(mask_plan, config.data.batch_size, seed, step_no * k + i, 0) for i in range(k)]
+                # masks of the global batch, this rank's rows: image p's masks do not depend on the world size
+                masks = [shard_masks(world, sample_masks(mask_plan, config.data.batch_size, seed, step_no * k + i, 0))
+                         for i in range(k)]
                 state, metrics = train_step(state, device_batch(host, masks, plan.two_views))
-                mx.eval(state, metrics)
+                vote = stop_vote(world, stop)
+                with watchdog.guard(f"in step {step_no + 1}"):
+                    mx.eval(state, metrics, *([] if vote is None else [vote]))
+                # several ranks stop on the vote alone, so all of them stop after the same step
+                stopping = stop.signal if vote is None else vote.item() > 0 and (stop.signal or "a stop on another rank")
+                if world.check_every and (step_no + 1) % world.check_every == 0:
+                    check_same(world, state, when=f"after step {step_no + 1}")
                 images_seen += k * config.data.batch_size
                 if lg.log_dataset_distribution:
                     epoch_ids.extend(h["dataset_ids"] for h in host)
@@ -167,11 +184,12 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                                         f"in {run_dir / 'checkpoints'}")
                         logger.close()
                         return 3
-                if stop.signal:
+                if stopping:
                     saved = manager.save(state, _metadata(config, plan, epoch, batch_in_epoch + 1, step_no + 1,
                                                           best), epoch=epoch)
-                    logger.log_line(_saved_line(saved, state, manager.keep_last_k))
-                    logger.log_line(f"{stop.signal}: saved a checkpoint at step {step_no + 1}; resume with "
+                    if saved:
+                        logger.log_line(_saved_line(saved, state, manager.keep_last_k))
+                    logger.log_line(f"{stopping}: saved a checkpoint at step {step_no + 1}; resume with "
                                     f"--resume auto")
                     logger.close()
                     return 130
@@ -181,7 +199,8 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                                    epoch=epoch)
             val = None
             if (epoch + 1) % config.evaluation.eval_frequency == 0 or epoch + 1 == config.training.epochs:
-                val = _validation_loss(eval_step, state, loaders, mask_plan, config, plan)
+                with watchdog.guard(f"in the validation pass after epoch {epoch + 1}"):
+                    val = _validation_loss(eval_step, state, loaders, mask_plan, config, plan, world)
                 logger.log_scalars(int(state["step"].item()), {"val_loss": val}, epoch=epoch)
                 logger.log_line(f"epoch {epoch + 1}: val_loss {val:.4f}")
             knn = None
@@ -198,7 +217,8 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                 saved = manager.save(state, _metadata(config, plan, epoch + 1, 0, int(state["step"].item()), best),
                                      epoch=epoch + 1,
                                      metric_value=metric_value if config.checkpoint.save_best else None)
-                logger.log_line(_saved_line(saved, state, manager.keep_last_k))
+                if saved:
+                    logger.log_line(_saved_line(saved, state, manager.keep_last_k))
     logger.log_line(f"done: {int(state['step'].item())} steps, train step traced {traces.count} time(s), "
                     f"{int(state['skipped_total'].item())} update(s) skipped as non-finite; run directory {run_dir}")
     logger.close()
@@ -225,12 +245,13 @@ def log_diagnostics(lg, model, state, host, masks, plan, logger, step: int, grad
         logger.log_histograms(step, gradient_histograms(grads))
 
 
-def _validation_loss(eval_step, state, loaders, mask_plan, config, plan) -> float:
+def _validation_loss(eval_step, state, loaders, mask_plan, config, plan, world: World = SINGLE) -> float:
     """Mean training loss over every held-out image (data.val_holdout per dataset), with fixed masks and
-    views (seeded by the batch index, not the step), so values at different steps are comparable."""
+    views (seeded by the batch index, not the step), so values at different steps are comparable.
+    With several ranks each evaluates its share of every batch and eval_step averages over the ranks."""
     losses = []
     for i, host in enumerate(loaders.val.epoch(0)):
-        masks = sample_masks(mask_plan, config.data.batch_size, config.experiment.seed + 1, i, 0)
+        masks = shard_masks(world, sample_masks(mask_plan, config.data.batch_size, config.experiment.seed + 1, i, 0))
         micro = {key: value[0] for key, value in device_batch([host], [masks], plan.two_views).items()}
         metrics = eval_step(state, micro)
         losses.append(float(metrics["loss"].item()))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tiny import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,3 +73,15 @@ def test_quality_benchmark_on_tiny_cifar_files(tmp_path):
         assert 0.0 <= payload[row]["knn_top1_k20"] <= 1.0
     assert payload["steps"] == 3 and payload["curve"]["rankme"] and payload["curve"]["knn_top1_k20"]
     assert "k-NN@20 >= 50 %" in payload["checks"] and "learning curve" in stdout
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_two_ranks(tmp_path):
+    """--world 2: mlx.launch on localhost; rank 0 reports per-rank and global img/s and the all-reduce."""
+    sets = [a for s in TINY + ["data.batch_size=8"] for a in ("--set", s)]
+    stdout, payload = run("throughput.py", str(ROOT / "configs/quickstart.yaml"), *sets, "--repeats", "1",
+                          "--warmup", "1", "--no-recompute-variant", "--world", "2", tmp_path=tmp_path)
+    (row,) = payload["results"].values()
+    assert row["world_size"] == 2 and row["allreduce_buckets"] >= 1 and row["allreduce_s"] > 0
+    assert row["global_images_per_s"] == pytest.approx(2 * row["per_rank_images_per_s"])
+    assert "img/s global; gradient all-reduce" in stdout

@@ -80,7 +80,7 @@ def test_loader_batches_local_crops_deterministically_whatever_the_workers():
 def test_vicreg_with_local_crops_is_the_mean_over_global_and_global_local_pairs():
     rng = np.random.default_rng(0)
     z1, z2 = (mx.array(rng.standard_normal((8, 5)).astype(np.float32)) for _ in range(2))
-    local = mx.array(rng.standard_normal((2, 8, 5)).astype(np.float32))
+    local = mx.array(rng.standard_normal((8, 2, 5)).astype(np.float32))          # (B, L, E)
     s = LossSettings(jepa_weight=0.0, vicreg=True, vicreg_weight=1.0)
     zero_levels = [(mx.zeros((8, 1, 2, 5)), mx.zeros((8, 1, 2, 5)), mx.ones((8, 1, 2)))]
     feats = {"context_pooled_1": z1, "target_pooled_1": z1, "context_pooled_2": z2, "vicreg_1": z1, "vicreg_2": z2}
@@ -97,7 +97,7 @@ def test_vicreg_with_local_crops_is_the_mean_over_global_and_global_local_pairs(
         return 25 * inv + 25 * var + cov
 
     g1, g2, loc = np.array(z1), np.array(z2), np.array(local)
-    pairs = [(g1, g2), (g1, loc[0]), (g2, loc[0]), (g1, loc[1]), (g2, loc[1])]
+    pairs = [(g1, g2), (g1, loc[:, 0]), (g2, loc[:, 0]), (g1, loc[:, 1]), (g2, loc[:, 1])]
     assert with_local.item() == pytest.approx(np.mean([np_vicreg(a, b) for a, b in pairs]), rel=1e-5)
     without, _ = total_loss(s, zero_levels, feats)
     assert without.item() == pytest.approx(np_vicreg(g1, g2), rel=1e-5)

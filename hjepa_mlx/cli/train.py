@@ -1,6 +1,8 @@
 """`python scripts/train.py CONFIG` (or `--config CONFIG`): validate, plan, train.
 
-User errors (bad config, missing data, corrupt checkpoint) print one line to stderr and exit 2.
+User errors (bad config, missing data, corrupt checkpoint) print one line to stderr and exit 2. Under
+`mlx.launch` (README "Several processes / machines") rank 0 alone prints the banner and the plan; an
+error names the rank, and a lost peer is one line too.
 """
 
 from __future__ import annotations
@@ -45,11 +47,8 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = _config_path(args, parser)
 
-    import mlx.core as mx
-
+    from hjepa_mlx import distributed
     from hjepa_mlx.config import load_config
-    from hjepa_mlx.config.devices import resolve_device
-    from hjepa_mlx.plan import describe_plan, make_plan
 
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     if args.explain:
@@ -57,30 +56,53 @@ def run(argv: list[str] | None = None) -> int:
         print(describe(explain_rows(path, overrides)))
         return 0
     loaded = load_config(path, overrides)
+    world = distributed.init_world(loaded.config.distributed)    # one process unless started by mlx.launch
+    try:
+        return _run_in_world(args, loaded, world)
+    except UserError as exc:
+        if world.is_distributed:       # every rank prints its own error: say which one
+            raise UserError(f"(rank {world.rank}) {exc}") from None
+        raise
+    except RuntimeError as exc:        # a collective whose peer died: one line instead of a traceback
+        message = distributed.comm_error(exc, world)
+        if message is None:
+            raise
+        raise UserError(message) from None
+
+
+def _run_in_world(args, loaded, world) -> int:
+    import mlx.core as mx
+
+    from hjepa_mlx import distributed
+    from hjepa_mlx.config.devices import resolve_device
+    from hjepa_mlx.plan import describe_plan, make_plan
+
+    say = print if world.is_main else (lambda *a, **k: None)    # rank 0 speaks for every rank
     for note in loaded.notes:
-        print(note)
-    print(blas.describe())
+        say(note)
+    say(blas.describe())
     device, message = resolve_device(loaded.config.device)
-    print(message or f"device: {loaded.config.device} -> {device}")
+    say(message or f"device: {loaded.config.device} -> {device}")
     mx.set_default_device(device)
     if mx.default_device().type == mx.DeviceType.cpu:
         from hjepa_mlx import kernels
-        print(kernels.describe())
-    plan = make_plan(loaded.config, output_dir=args.output_dir)
+        say(kernels.describe())
+    distributed.per_rank_batch(world, loaded.config.data.batch_size)
+    plan = make_plan(loaded.config, output_dir=args.output_dir, world=world)
     if args.dry_run:
         from hjepa_mlx.config import dump_yaml
 
-        print("# resolved config")
-        print(dump_yaml(loaded.config).rstrip())
-        print(describe_plan(plan))
+        say("# resolved config")
+        say(dump_yaml(loaded.config).rstrip())
+        say(describe_plan(plan))
         return 0
     if not blas.CHOICE.optimized and sys.platform == "linux" and not blas.user_disabled():
         raise UserError("refusing to train on MLX's reference BLAS (~2 GFLOP/s): " + blas.CHOICE.reason +
                         f"; or set {blas.ENV_VAR}=off to train slowly anyway")
     from hjepa_mlx.train import train
 
-    print(describe_plan(plan))
-    return train(loaded, plan, resume=args.resume)
+    say(describe_plan(plan))
+    return train(loaded, plan, resume=args.resume, world=world)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ class _Reads(ast.NodeVisitor):
     def __init__(self, sections: set[str], leaves: set[str], calls: dict | None = None):
         self.sections, self.leaves, self.found = sections, leaves, set()
         self.scopes: list[dict[str, str]] = [{}]
-        # function name -> {parameter position: section path} seen at its call sites in this module, so
+        # function name -> {parameter position: section path} seen at its call sites (in any module), so
         # `log_diagnostics(config.logging, ...)` makes `lg.log_images` inside it a read of logging.log_images
         self.calls: dict[str, dict[int, str]] = {} if calls is None else calls
 
@@ -82,11 +82,12 @@ class _Reads(ast.NodeVisitor):
         self.scopes.pop()
 
     def visit_Call(self, node):
-        if isinstance(node.func, ast.Name):
-            for position, arg in enumerate(node.args):
-                path = self._path(arg)
-                if path and path in self.sections:
-                    self.calls.setdefault(node.func.id, {})[position] = path
+        name = node.func.id if isinstance(node.func, ast.Name) else \
+            node.func.attr if isinstance(node.func, ast.Attribute) else None
+        for position, arg in enumerate(node.args if name else ()):
+            path = self._path(arg)
+            if path and path in self.sections:
+                self.calls.setdefault(name, {})[position] = path
         self.generic_visit(node)
 
     visit_AsyncFunctionDef = visit_FunctionDef
@@ -137,14 +138,16 @@ def consumers() -> dict[str, tuple[str, ...]]:
     leaves = _leaf_paths() | {p.replace("datasets.", "datasets[].") for p in _leaf_paths() if ".datasets." in p}
     sections = set(_section_paths())
     found: dict[str, set[str]] = {}
+    trees = {}
     for file in sorted(PACKAGE.rglob("*.py")):
         rel = file.relative_to(PACKAGE.parent).as_posix()
-        if "/config/" in rel and not rel.endswith("config/rules.py"):
-            continue
-        tree = ast.parse(file.read_text(encoding="utf-8"))
-        first = _Reads(sections, leaves)
-        first.visit(tree)                          # learns which functions receive a section
-        reads = _Reads(sections, leaves, first.calls)
+        if "/config/" not in rel or rel.endswith("config/rules.py"):
+            trees[rel] = ast.parse(file.read_text(encoding="utf-8"))
+    calls: dict = {}
+    for tree in trees.values():                    # first pass: which functions (by name) receive a section
+        _Reads(sections, leaves, calls).visit(tree)
+    for rel, tree in trees.items():
+        reads = _Reads(sections, leaves, calls)
         reads.visit(tree)
         for path in reads.found:
             found.setdefault(path.replace("[]", ""), set()).add(rel)

@@ -196,4 +196,8 @@ def check_rules(config: Config, provided: frozenset[str], source: str) -> list[s
         if given:
             notes.append(f"note: {', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect because "
                          f"{switch} is {_get(config, switch)!r}")
+    if ("distributed.batch_statistics" in provided and not vicreg_enabled(config)
+            and not config.loss.use_contrastive):
+        notes.append("note: distributed.batch_statistics has no effect because neither VICReg nor NT-Xent is on "
+                     "(the prediction loss is per image)")
     return notes

@@ -272,6 +272,18 @@ class EvaluationConfig:
     knn: KNNConfig = KNNConfig()
 
 
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel training under `mlx.launch` (hjepa_mlx/distributed.py); one process ignores it."""
+    backend: Literal["any", "ring", "mpi", "nccl", "jaccl"] = "any"   # mx.distributed.init; any: what mlx.launch set up
+    # VICReg / NT-Xent batch statistics: "global" all-gathers the features of every rank (the same loss
+    # as one process with the whole batch), "local" uses each rank's own slice (no gather)
+    batch_statistics: Literal["global", "local"] = "global"
+    bucket_mb: float = num(64.0, 0.0, lo_open=True)   # gradient all-reduce bucket size (few, large buckets)
+    timeout_s: float = num(300.0, 0.0, lo_open=True)  # a rank waiting longer than this for the others stops
+    check_every: int = num(0, 0)               # compare a parameter checksum across ranks every N steps (0: at start only)
+
+
 Device = Literal["auto", "cpu", "gpu", "mps", "cuda"]
 
 
@@ -286,4 +298,5 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    distributed: DistributedConfig = DistributedConfig()
     device: Device = "auto"

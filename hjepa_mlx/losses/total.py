@@ -7,7 +7,7 @@
 * VICReg (when `vicreg`) acts on `vicreg_1` / `vicreg_2`, the context-encoder features the model's
   projector made for it (models/projector.py), or on context_pooled_1 / _2 when the model gives none.
   With a second view present, the two-view form: invariance between the two augmented views of the same
-  images (C-JEPA), variance and covariance on both; with multi-crop's `vicreg_local` (L, B, E) too, the
+  images (C-JEPA), variance and covariance on both; with multi-crop's `vicreg_local` (B, L, E) too, the
   mean of that form over the pairs (view 1, view 2) and (either view, each local crop). With one view
   (only allowed when sim_coeff is 0) the single-view variance + covariance of view 1.
 * NT-Xent (when `contrastive`) needs two views. `on_context`: the pair (context_pooled_1,
@@ -76,11 +76,11 @@ def _view(features: dict, name: str, why: str) -> mx.array:
 
 
 def _vicreg_pairs(s: LossSettings, z1, z2, local=None):
-    """Two-view VICReg, or with multi-crop's local features (L, B, E) the mean over the pairs
+    """Two-view VICReg, or with multi-crop's local features (B, L, E) the mean over the pairs
     (view 1, view 2) and (each global view, each local crop): 1 + 2L pairs, as multi-crop VICReg averages."""
     if local is None:
         return vicreg_loss(z1, z2, s.sim_coeff, s.std_coeff, s.cov_coeff, s.std_target)
-    pairs = [(z1, z2)] + [(g, local[i]) for i in range(local.shape[0]) for g in (z1, z2)]
+    pairs = [(z1, z2)] + [(g, local[:, i]) for i in range(local.shape[1]) for g in (z1, z2)]
     results = [vicreg_loss(a, b, s.sim_coeff, s.std_coeff, s.cov_coeff, s.std_target) for a, b in pairs]
     loss = sum(r[0] for r in results) / len(pairs)
     metrics = {key: sum(r[1][key] for r in results) / len(pairs) for key in results[0][1]}

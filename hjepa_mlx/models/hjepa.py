@@ -25,7 +25,7 @@ class HJEPAModel(nn.Module):
     def __init__(self, *, encoder, target_encoder, predictor, fpn, grid, num_levels: int,
                  normalize_embeddings: bool, loss_settings: LossSettings, two_views: bool,
                  compute_dtype=mx.float32, vicreg_projector: str = "none", expander: Expander | None = None,
-                 side_stream=None):
+                 side_stream=None, feature_gather=None):
         super().__init__()
         self.encoder = encoder
         self.predictor = predictor
@@ -44,6 +44,7 @@ class HJEPAModel(nn.Module):
         self._two_views = two_views
         self._dtype = compute_dtype
         self._side_stream = side_stream   # None: everything on the default stream (training.parallel_streams)
+        self._gather = feature_gather     # data parallel: (B, D) -> (N*B, D) of every rank (distributed.gather_rows)
 
     def _cast(self, tree):
         return cast_floating(tree, self._dtype)
@@ -62,11 +63,12 @@ class HJEPAModel(nn.Module):
         return regularised_features(tokens, self._projector, getattr(self, "expander", None))
 
     def _local_features(self, crops):
-        """Multi-crop's local crops (B, L, h, w, 3), unmasked through the context encoder -> (L, B, E), what
-        VICReg acts on for each crop (the same projector as the global views)."""
+        """Multi-crop's local crops (B, L, h, w, 3), unmasked through the context encoder -> (B, L, E), what
+        VICReg acts on for each crop (the same projector as the global views); batch first, so the data-
+        parallel gather concatenates ranks along the batch like every other feature."""
         b, n = crops.shape[:2]
         tokens = self.encoder(crops.reshape(b * n, *crops.shape[2:]).astype(self._dtype))
-        return self._regularised(tokens).reshape(b, n, -1).transpose(1, 0, 2)
+        return self._regularised(tokens).reshape(b, n, -1)
 
     def loss(self, params, target_params, micro, key):
         self.update(self._cast(params))
@@ -101,6 +103,8 @@ class HJEPAModel(nn.Module):
             s = self._loss_settings
             if s.contrastive and not s.on_context:   # only NT-Xent against target features needs view 2's targets
                 features["target_pooled_2"] = self.encode_target(target_params, images2).mean(axis=1)
+        if self._gather is not None:      # VICReg / NT-Xent statistics over the global batch
+            features = {name: self._gather(value) for name, value in features.items()}
         loss, metrics = total_loss(self._loss_settings, levels, features)
         metrics = {**metrics,
                    "context_std": features["context_pooled_1"].std(axis=0).mean(),
