@@ -59,6 +59,7 @@ class RunLogger:
         self._jsonl = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
         self._log = open(self.dir / "train.log", "a", encoding="utf-8")
         self._tb = None
+        self.console = None     # a console.Console, when one draws a live line (log_line prints through it)
         if use_tensorboard:
             try:
                 from tensorboardX import SummaryWriter
@@ -100,9 +101,10 @@ class RunLogger:
             if self._tb:
                 self._tb.add_image(name, img, int(step), dataformats="HWC")
 
-    def log_line(self, text: str) -> None:
-        """Print `text` on the console and append it to train.log."""
-        print(text, flush=True)
+    def log_line(self, text: str, *, echo: bool = True) -> None:
+        """Print `text` on the console (unless echo is False) and append it to train.log."""
+        if echo:
+            self.console.line(text) if self.console else print(text, flush=True)
         self._log.write(text + "\n")
         self._log.flush()
 

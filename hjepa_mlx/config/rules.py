@@ -39,6 +39,7 @@ DEPENDENT_KEYS: list[tuple[str, Callable[[Config], bool], tuple[str, ...]]] = [
       "evaluation.knn.metric_k")),
     ("data.use_multi_dataset", lambda c: not c.data.use_multi_dataset, ("data.data_path",)),
     ("loss.vicreg.projector", lambda c: c.loss.vicreg.projector == "expander", ("loss.vicreg.expander_dim",)),
+    ("logging.log_images", lambda c: c.logging.log_images or c.logging.log_attention, ("logging.image_frequency",)),
 ]
 
 # Loss keys are stricter than DEPENDENT_KEYS: the original project silently dropped VICReg and the run
