@@ -46,46 +46,63 @@ def extrapolate(b1: int, t1: float, b2: int, t2: float, b: int) -> float:
     return t1 + slope * (b - b1)
 
 
+class StepTimer:
+    """The config's model and train step (accumulation 1), timed on synthetic micro-batches of any size."""
+
+    def __init__(self, config: Config, plan, say=print):
+        from hjepa_mlx.build import build_mask_plan, build_model, step_settings
+        from hjepa_mlx.plan import make_plan
+        from hjepa_mlx.state import init_state
+        from hjepa_mlx.step import make_train_step
+
+        if plan.total_steps is None:   # size known only once the files are read: any size times the same step
+            plan = make_plan(config, dataset_sizes={d.name: 10_000 for d in plan.datasets})
+        self.plan, self.say, self.size = plan, say, config.data.image_size
+        self.mask_plan = build_mask_plan(config, plan)
+        say(f"calibrating: building the model at image {self.size}, batch {config.data.batch_size} ...")
+        model = build_model(config, plan, quiet=True)
+        self.state = init_state(model, config.experiment.seed)
+        settings = dataclasses.replace(step_settings(config, plan), accumulation_steps=1)
+        self.step_fn, _ = make_train_step(model, settings)
+        self.rng = np.random.default_rng(0)
+        self.batches = {}
+
+    def _batch(self, b: int) -> dict:
+        from hjepa_mlx.masks import sample_masks
+        from hjepa_mlx.train import device_batch
+
+        if b not in self.batches:
+            host = [{"images": self.rng.standard_normal((b, self.size, self.size, 3), dtype=np.float32),
+                     "images_view2": self.rng.standard_normal((b, self.size, self.size, 3), dtype=np.float32)}]
+            self.batches[b] = device_batch(host, [sample_masks(self.mask_plan, b, 0, 0, 0)], self.plan.two_views)
+            mx.eval(self.batches[b])
+        return self.batches[b]
+
+    def once(self, b: int) -> float:
+        """Seconds of one train step on a micro-batch of b images (the first call at b compiles)."""
+        batch = self._batch(b)
+        t = time.perf_counter()
+        self.state, metrics = self.step_fn(self.state, batch)
+        mx.eval(self.state, metrics)
+        return time.perf_counter() - t
+
+    def time_batch(self, b: int, steps: int) -> tuple[float, float, float]:
+        """(first call incl. compilation, median of `steps` steady steps, peak bytes) at micro-batch b."""
+        self._batch(b)
+        mx.reset_peak_memory()
+        self.say(f"calibrating: compiling the train step at batch {b} and timing {steps} step(s) ...")
+        first = self.once(b)
+        times = [self.once(b) for _ in range(steps)]
+        return first, statistics.median(times), float(mx.get_peak_memory())
+
+
 def calibrate(config: Config, plan, *, steps: int = 3, max_seconds: float = 75.0, say=print) -> Calibration:
     """Time the config's train step. `steps`: timed steps per batch size; `max_seconds`: the time the timed
     steps may take before smaller batches and extrapolation are used instead of the full batch."""
-    from hjepa_mlx.build import build_mask_plan, build_model, step_settings
-    from hjepa_mlx.masks import sample_masks
-    from hjepa_mlx.plan import make_plan
-    from hjepa_mlx.state import init_state
-    from hjepa_mlx.step import make_train_step
-    from hjepa_mlx.train import device_batch
-
     start = time.perf_counter()
-    if plan.total_steps is None:   # size known only once the files are read: any size times the same step
-        plan = make_plan(config, dataset_sizes={d.name: 10_000 for d in plan.datasets})
-    full, k, size = config.data.batch_size, config.training.accumulation_steps, config.data.image_size
-    mask_plan = build_mask_plan(config, plan)
-    say(f"calibrating: building the model at image {size}, batch {full} ...")
-    model = build_model(config, plan, quiet=True)
-    state = {"s": init_state(model, config.experiment.seed)}
-    settings = dataclasses.replace(step_settings(config, plan), accumulation_steps=1)
-    step_fn, _ = make_train_step(model, settings)
-    rng = np.random.default_rng(0)
-
-    def time_batch(b: int) -> tuple[float, float, float]:
-        """(first call incl. compilation, median steady step, peak bytes) at micro-batch b."""
-        host = [{"images": rng.standard_normal((b, size, size, 3), dtype=np.float32),
-                 "images_view2": rng.standard_normal((b, size, size, 3), dtype=np.float32)}]
-        batch = device_batch(host, [sample_masks(mask_plan, b, 0, 0, 0)], plan.two_views)
-        mx.eval(batch)
-        mx.reset_peak_memory()
-
-        def once():
-            t = time.perf_counter()
-            state["s"], metrics = step_fn(state["s"], batch)
-            mx.eval(state["s"], metrics)
-            return time.perf_counter() - t
-
-        say(f"calibrating: compiling the train step at batch {b} and timing {steps} step(s) ...")
-        first = once()
-        times = [once() for _ in range(steps)]
-        return first, statistics.median(times), float(mx.get_peak_memory())
+    full, k = config.data.batch_size, config.training.accumulation_steps
+    timer = StepTimer(config, plan, say)
+    time_batch = lambda b: timer.time_batch(b, steps)  # noqa: E731
 
     b1 = full if full <= 2 else max(2, full // 8)
     first, t1, m1 = time_batch(b1)
