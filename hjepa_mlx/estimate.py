@@ -64,8 +64,8 @@ def describe_estimate(m: Measured, plan, epochs: int, *, budget_s: float | None 
         if claim:
             versus = (f"; the seed documents projected {claim[0]}-{claim[1]} min (M1 Max GPU, never measured): "
                       f"measured is {epoch_s / 60 / (sum(claim) / 2):.3g}x that")
-        lines.append(f"per epoch     : {plan.steps_per_epoch:,} steps = {format_duration(epoch_s)} "
-                     f"({epoch_s / 60:,.1f} min){versus}")
+        minutes = f" ({epoch_s / 60:,.1f} min)" if epoch_s >= 90 * 60 else ""
+        lines.append(f"per epoch     : {plan.steps_per_epoch:,} steps = {format_duration(epoch_s)}{minutes}{versus}")
         total_s = plan.steps_per_epoch * epochs * m.step_s + (m.compile_s or 0.0)
         lines.append(f"total         : {epochs} epochs, {plan.steps_per_epoch * epochs:,} steps = "
                      f"{format_duration(total_s)}; started now it would finish {finish_time(total_s, now)}")

@@ -11,7 +11,6 @@ collapse checks, checkpoints, pictures), and the ETA built from both.
 
 from __future__ import annotations
 
-import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,10 +34,10 @@ class RunClock:
 
     @property
     def compile_s(self) -> float | None:
-        """The first step's extra time over a steady step (None before the second step)."""
+        """The first step's extra time over the second (None before the second step)."""
         if len(self.step_times) < 2:
             return None
-        return max(self.step_times[0] - statistics.median(self.step_times[1:6]), 0.0)
+        return max(self.step_times[0] - self.step_times[1], 0.0)
 
     @property
     def step_s(self) -> float | None:
