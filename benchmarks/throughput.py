@@ -31,6 +31,7 @@ from hjepa_mlx import kernels  # noqa: E402
 from hjepa_mlx.build import build_mask_plan, build_model, step_settings  # noqa: E402
 from hjepa_mlx.config import load_config  # noqa: E402
 from hjepa_mlx.errors import UserError  # noqa: E402
+from hjepa_mlx.estimate import SEED_PROJECTED_MIN_PER_EPOCH  # noqa: E402
 from hjepa_mlx.flops import train_flops_per_image  # noqa: E402
 from hjepa_mlx.masks import sample_masks  # noqa: E402
 from hjepa_mlx.plan import make_plan  # noqa: E402
@@ -39,8 +40,7 @@ from hjepa_mlx.step import make_train_step  # noqa: E402
 from hjepa_mlx.train import device_batch  # noqa: E402
 
 # Per-epoch minutes the seed documents projected (never measured), per config file name.
-SEED_CLAIMS_MIN = {"overnight_safe": (10, 11), "overnight_training_conservative": (9, 10),
-                   "overnight_training_aggressive": (10, 12)}
+SEED_CLAIMS_MIN = SEED_PROJECTED_MIN_PER_EPOCH
 
 
 def interleaved(fns: dict, *, warmup: int, repeats: int) -> dict:

@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from hjepa_mlx.cli.helpfmt import DefaultsFormatter
 from hjepa_mlx.errors import UserError, run_for_user
 
 from hjepa_mlx.evaluate.protocols import PROTOCOLS
@@ -20,7 +21,7 @@ from hjepa_mlx.evaluate.protocols import PROTOCOLS
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("target", metavar="RUN_DIR|CHECKPOINT",
                    help="a run directory (its latest checkpoint) or a checkpoint .safetensors file")
     p.add_argument("--dataset", help="dataset name (default: the run's own dataset, or its first labelled one)")

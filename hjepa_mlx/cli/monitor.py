@@ -8,12 +8,13 @@ import shutil
 import sys
 import time
 
+from hjepa_mlx.cli.helpfmt import DefaultsFormatter
 from hjepa_mlx.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (several: side by side)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")

@@ -10,19 +10,21 @@ import sys
 from pathlib import Path
 
 from hjepa_mlx import blas
+from hjepa_mlx.cli.helpfmt import DefaultsFormatter
 from hjepa_mlx.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="Train H-JEPA from a YAML config.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     p.add_argument("config_path", nargs="?", metavar="CONFIG", help="YAML config file")
     p.add_argument("--config", dest="config_flag", metavar="CONFIG", help="YAML config file (same as CONFIG)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set training.epochs=2 (repeatable)")
+                   help="override a config key, e.g. --set training.epochs=2 (repeatable; default: none)")
     p.add_argument("--output-dir", help="run directory (default: the config's experiment.output_dir)")
     p.add_argument("--resume", metavar="auto|PATH",
-                   help="continue from the latest checkpoint in the run directory (auto) or from PATH")
+                   help="continue from the latest checkpoint in the run directory (auto) or from PATH "
+                        "(default: start a new run; refused when the run directory holds checkpoints)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu", "mps", "cuda"],
                    help="override the config's device (default: the config's device)")
     p.add_argument("--dry-run", action="store_true",
