@@ -44,6 +44,11 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def format_ratio(x: float) -> str:
+    """'1.6x', '536x', '3,197x'."""
+    return f"{x:.1f}x" if x < 100 else f"{x:,.0f}x"
+
+
 @dataclass(frozen=True)
 class Verdict:
     fits: bool
@@ -65,17 +70,17 @@ def fit_verdict(*, budget_s: float, step_s: float, steps_per_epoch: int, epochs:
     per_epoch = steps_per_epoch * step_s
     usable = budget_s - overhead_s
     max_epochs = int(usable // per_epoch) if usable > 0 else 0
-    head = (f"does not fit: needs {format_duration(need)}, {ratio:.1f}x the budget of {format_duration(budget_s)}; "
+    head = (f"does not fit: needs {format_duration(need)}, {format_ratio(ratio)} the budget of {format_duration(budget_s)}; "
             f"it fits with ")
     if max_epochs >= 1:
         fix = (f"training.epochs <= {max_epochs} (--set training.epochs={max_epochs}; warm-up epochs keep their "
-               f"length) or with {ratio:.1f}x the speed")
+               f"length) or with {format_ratio(ratio)} the speed")
     else:
         per_epoch_steps = int(max(usable, 0) // (step_s * epochs))
         if per_epoch_steps >= 1:
             fix = (f"training.steps_per_epoch <= {per_epoch_steps:,} (of {steps_per_epoch:,}; "
-                   f"--set training.steps_per_epoch={per_epoch_steps}) or with {ratio:.1f}x the speed "
+                   f"--set training.steps_per_epoch={per_epoch_steps}) or with {format_ratio(ratio)} the speed "
                    f"(not even one epoch of {format_duration(per_epoch)} fits)")
         else:
-            fix = f"{ratio:.1f}x the speed (not even one step per epoch fits {epochs} epochs)"
+            fix = f"{format_ratio(ratio)} the speed (not even one step per epoch fits {epochs} epochs)"
     return Verdict(False, head + fix, max_epochs, ratio)

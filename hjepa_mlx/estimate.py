@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from hjepa_mlx.budget import fit_verdict, format_duration
+from hjepa_mlx.budget import fit_verdict, format_duration, format_ratio
 
 # Per-epoch minutes the seed documents projected, by config file name (shared/seeds: "Time/epoch: 10-11
 # minutes" for overnight_safe; "Time per epoch: ~9-10 minutes" conservative; "~10-12 minutes" aggressive).
@@ -63,7 +63,7 @@ def describe_estimate(m: Measured, plan, epochs: int, *, budget_s: float | None 
         versus = ""
         if claim:
             versus = (f"; the seed documents projected {claim[0]}-{claim[1]} min (M1 Max GPU, never measured): "
-                      f"measured is {epoch_s / 60 / (sum(claim) / 2):.3g}x that")
+                      f"measured is {format_ratio(epoch_s / 60 / (sum(claim) / 2))} that")
         minutes = f" ({epoch_s / 60:,.1f} min)" if epoch_s >= 90 * 60 else ""
         lines.append(f"per epoch     : {plan.steps_per_epoch:,} steps = {format_duration(epoch_s)}{minutes}{versus}")
         total_s = plan.steps_per_epoch * epochs * m.step_s + (m.compile_s or 0.0)

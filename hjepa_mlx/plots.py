@@ -137,13 +137,14 @@ def draw_attention(images: list[np.ndarray], maps: list[np.ndarray], path: str |
 
 
 def draw_eval(rows: dict[str, dict], path: str | Path, *, title: str = "") -> Path | None:
-    """Grouped bars of every numeric metric in [0, 1] (accuracies) per encoder, plus RankMe on its own axis."""
+    """Grouped bars of the accuracies (k-NN at each k, linear probe) per encoder, and RankMe (with its maximum,
+    the feature width) on its own axis."""
     names = list(rows)
     metrics = [m for m in dict.fromkeys(k for r in rows.values() for k in r)
                if all(isinstance(rows[n].get(m), (int, float)) and not isinstance(rows[n].get(m), bool)
                       for n in names if m in rows[n])]
-    accs = [m for m in metrics if all(0 <= rows[n][m] <= 1 for n in names if m in rows[n]) and ("knn" in m or "linear" in m)]
-    others = [m for m in metrics if m not in accs and "rankme" in m and "fraction" not in m]
+    accs = [m for m in metrics if "top1" in m]            # k-NN at each k, linear probe
+    others = [m for m in metrics if m in ("rankme", "rankme_max")]
     if not accs and not others:
         return None
     plt = _pyplot()

@@ -57,7 +57,7 @@ def test_verdict_when_not_even_one_epoch_fits_names_steps_per_epoch():
     # overnight_safe-like: 9,655 steps/epoch at 35 s = 94 h per epoch; 8 h over 45 epochs = 18 steps per epoch
     v = fit_verdict(budget_s=8 * 3600, step_s=35.0, steps_per_epoch=9655, epochs=45)
     assert v.max_epochs == 0 and "training.steps_per_epoch <= 18 (of 9,655" in v.text
-    assert f"{45 * 9655 * 35 / 28800:.1f}x the speed" in v.text
+    assert "528x the speed" in v.text                          # 45 x 9,655 x 35 s / 8 h = 528.1
 
 
 def test_format_duration_scales():
