@@ -36,7 +36,7 @@ class Calibration:
     @property
     def source(self) -> str:
         sizes = " and ".join(str(b) for b in self.batch_sizes)
-        how = f", extrapolated linearly to the config's batch" if self.extrapolated else ""
+        how = ", extrapolated linearly to the config's batch" if self.extrapolated else ""
         return f"{self.steps_timed} timed step(s) at batch {sizes}{how}; synthetic inputs, data loading not included"
 
 
