@@ -72,14 +72,14 @@ def snapshot(run_dir: str | Path, *, now: float | None = None, chart_width: int 
     now = time.time() if now is None else now
     records = read_metrics(run_dir / "metrics.jsonl")
     info = read_json(run_dir / "run.json")
-    snap = Snapshot(name=str(run_dir))
+    snap = Snapshot(name=str(run_dir), total_steps=info.get("total_steps"), epochs=info.get("epochs"))
     if not records:
-        snap.warning = "metrics.jsonl is empty so far"
+        started = info.get("started")
+        snap.warning = ("no metric logged yet" + (f" ({format_duration(now - started)} since the run started; the "
+                                                  f"first comes after logging.log_frequency steps)" if started else ""))
         return snap
     train = [r for r in records if "loss" in r]
     snap.step = max(int(r["step"]) for r in records)
-    snap.total_steps = info.get("total_steps")
-    snap.epochs = info.get("epochs")
     snap.epoch = records[-1].get("epoch")
     latest_time = max(float(r.get("time", 0)) for r in records)
     snap.since_last_s = max(now - latest_time, 0.0)
