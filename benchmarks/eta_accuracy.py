@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     run = Path(args.run_dir)
     log = run / "train.log"
     if not log.is_file() or "done:" not in log.read_text():
-        print(f"error: {run} has no finished train.log (the run must have ended with its 'done:' line)", file=sys.stderr)
+        print(f"error: {run} has no finished train.log (the run must have ended with its 'done:' line)",
+              file=sys.stderr)
         return 2
     end = log.stat().st_mtime
     total = read_json(run / "run.json").get("total_steps")

@@ -70,7 +70,8 @@ def fit_verdict(*, budget_s: float, step_s: float, steps_per_epoch: int, epochs:
     per_epoch = steps_per_epoch * step_s
     usable = budget_s - overhead_s
     max_epochs = int(usable // per_epoch) if usable > 0 else 0
-    head = (f"does not fit: needs {format_duration(need)}, {format_ratio(ratio)} the budget of {format_duration(budget_s)}; "
+    head = (f"does not fit: needs {format_duration(need)}, {format_ratio(ratio)} the budget of "
+            f"{format_duration(budget_s)}; "
             f"it fits with ")
     if max_epochs >= 1:
         fix = (f"training.epochs <= {max_epochs} (--set training.epochs={max_epochs}; warm-up epochs keep their "

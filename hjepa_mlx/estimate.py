@@ -75,7 +75,8 @@ def describe_estimate(m: Measured, plan, epochs: int, *, budget_s: float | None 
             share = m.peak_memory_bytes / memory_total
             mem += f" of {memory_total / 1e9:.1f} GB on this machine ({share:.0%})"
             if share > 0.9:
-                mem += ": too close to the machine's memory; turn on training.use_gradient_checkpointing or lower data.batch_size"
+                mem += (": too close to the machine's memory; turn on training.use_gradient_checkpointing or "
+                        "lower data.batch_size")
         lines.append(f"memory        : {mem}")
     if budget_s is not None and plan.steps_per_epoch is not None:
         v = fit_verdict(budget_s=budget_s, step_s=m.step_s, steps_per_epoch=plan.steps_per_epoch, epochs=epochs,

@@ -136,7 +136,8 @@ def render(snap: Snapshot, width: int = 60) -> list[str]:
     else:
         lines.append(f"step {snap.step:,}")
     epoch = f"epoch {snap.epoch + 1}/{snap.epochs}" if snap.epoch is not None and snap.epochs else ""
-    state = "finished" if snap.finished else (f"ETA {format_duration(snap.eta_s)}" if snap.eta_s is not None else "ETA -")
+    state = ("finished" if snap.finished else
+             f"ETA {format_duration(snap.eta_s)}" if snap.eta_s is not None else "ETA -")
     rate = f"{snap.images_per_s:.1f} img/s" if snap.images_per_s else "- img/s"
     lines.append(f"{epoch}  {rate}  {state}".strip())
     since = format_duration(snap.since_last_s) if snap.since_last_s is not None else "-"

@@ -126,7 +126,8 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, budget
     alarm = collapse_settings(config)
     monitor = CollapseMonitor(alarm, model, probe_batches(loaders.probe, alarm.probe_images) if alarm.frequency else [])
     live = LiveRun(config, plan, logger, budget_s=budget_s, seed_name=seed_name,
-                   fallback=activity_costs(config, plan, mask_plan, loaders, monitor), start_step=int(state["step"].item()))
+                   fallback=activity_costs(config, plan, mask_plan, loaders, monitor),
+                   start_step=int(state["step"].item()))
     pictures = Pictures(run_dir, config, plan)
     live.before_first_step()
     with StopRequested() as stop:
