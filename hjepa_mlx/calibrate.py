@@ -4,7 +4,11 @@ shapes, compile, time a few steps on synthetic inputs, record peak memory.
 A step whose full batch would take longer than `max_seconds` to time (overnight_safe: ~35 s per step on
 2 CPU cores) is timed at two smaller batch sizes b1 < b2 instead and extrapolated along the line
 t(b) = a + c*b through both (a: the per-step cost that does not grow with the batch, e.g. AdamW and the
-EMA over all parameters); peak memory likewise. With accumulation the step runs k micro-batches, so one
+EMA over all parameters); peak memory likewise, but the result is a lower bound: the peak is the larger of
+the optimizer update's (fixed) and the activations' (growing with b), a convex function of b, and a line
+through two points of a convex function lies below it beyond them. At small batches the update's peak
+dominates (overnight_safe: 0.778 GB at batch 2, 0.783 at 4, 1.405 measured at 16 vs 0.812 extrapolated,
+benchmarks/calibration.py), so the estimate says "at least". With accumulation the step runs k micro-batches, so one
 optimizer step costs k * t(batch_size) (the per-step part is counted k times: a slight over-estimate).
 Data loading is not part of the measurement (inputs are synthetic, of the right shapes).
 """

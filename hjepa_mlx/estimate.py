@@ -34,6 +34,8 @@ class Measured:
     compile_s: float | None       # None: not measured
     peak_memory_bytes: float | None
     source: str                   # how it was measured (one phrase)
+    memory_lower_bound: bool = False   # peak extrapolated from small batches: a lower bound (see calibrate.py)
+    overhead_s: float | None = None    # time besides the train steps for the budget verdict (default: compile_s)
 
 
 def finish_time(seconds_from_now: float, now: dt.datetime | None = None) -> str:
@@ -70,7 +72,8 @@ def describe_estimate(m: Measured, plan, epochs: int, *, budget_s: float | None 
         lines.append(f"total         : {epochs} epochs, {plan.steps_per_epoch * epochs:,} steps = "
                      f"{format_duration(total_s)}; started now it would finish {finish_time(total_s, now)}")
     if m.peak_memory_bytes is not None:
-        mem = f"peak {m.peak_memory_bytes / 1e9:.2f} GB (mx.get_peak_memory)"
+        bound = "at least " if m.memory_lower_bound else ""
+        mem = f"peak {bound}{m.peak_memory_bytes / 1e9:.2f} GB (mx.get_peak_memory)"
         if memory_total:
             share = m.peak_memory_bytes / memory_total
             mem += f" of {memory_total / 1e9:.1f} GB on this machine ({share:.0%})"
@@ -80,6 +83,6 @@ def describe_estimate(m: Measured, plan, epochs: int, *, budget_s: float | None 
         lines.append(f"memory        : {mem}")
     if budget_s is not None and plan.steps_per_epoch is not None:
         v = fit_verdict(budget_s=budget_s, step_s=m.step_s, steps_per_epoch=plan.steps_per_epoch, epochs=epochs,
-                        overhead_s=m.compile_s or 0.0)
+                        overhead_s=m.overhead_s if m.overhead_s is not None else (m.compile_s or 0.0))
         lines.append(f"budget        : {format_duration(budget_s)}: {v.text}")
     return "\n".join(lines)

@@ -106,12 +106,14 @@ class LiveRun:
 
     def estimate_text(self, step: int) -> str:
         c = self.clock
+        eta = self.eta(step)
+        others = 0.0 if eta is None else max(eta - (self.schedule.total_steps - step) * c.step_s, 0.0)
         m = Measured(c.step_s, c.compile_s, mx.get_peak_memory(),
-                     f"the first {len(c.steady)} steady steps of this run, data loading included")
+                     f"the first {len(c.steady)} steady steps of this run, data loading included",
+                     overhead_s=(c.compile_s or 0.0) + others)
         text = describe_estimate(m, self.plan, self.schedule.epochs, budget_s=self.budget_s,
                                  seed_name=self.seed_name, memory_total=machine_memory_bytes(),
                                  title="measured estimate")
-        eta = self.eta(step)
         if eta is not None:
             text += (f"\nwith the rest : validation, k-NN, collapse checks, checkpoints and pictures included, "
                      f"{format_duration(eta)} to go; finishes {finish_time(eta)}")

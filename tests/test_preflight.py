@@ -84,6 +84,12 @@ def test_estimate_block_puts_the_seed_projection_beside_the_measurement():
     end = now + dt.timedelta(seconds=45 * 9655 * 35.0 + 40.0)         # 176 days after the start
     assert f"started now it would finish {end:%a %Y-%m-%d %H:%M}" in text and end.year == 2027
     assert "seed documents" not in describe_estimate(m, plan_like(), 45, seed_name="quickstart")
+    extrapolated = Measured(step_s=35.0, compile_s=40.0, peak_memory_bytes=0.81e9, source="t", memory_lower_bound=True)
+    assert "peak at least 0.81 GB" in describe_estimate(extrapolated, plan_like(), 45)
+    # the budget verdict counts what the run does besides its steps (overhead_s), not just compilation
+    busy = Measured(step_s=1.0, compile_s=0.0, peak_memory_bytes=None, source="t", overhead_s=3600.0)
+    assert "fits: 2.0 h of 2.0 h (100%)" in describe_estimate(busy, plan_like(100, 32), 36, budget_s=7200)  # not 1.0 h
+    assert "does not fit: needs 2.0 h" in describe_estimate(busy, plan_like(100, 32), 37, budget_s=7200)
 
 
 def test_extrapolate_is_the_line_through_both_points():

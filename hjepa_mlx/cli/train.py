@@ -106,7 +106,8 @@ def _print_calibrated_estimate(config, plan, args, budget_s, path) -> None:
     if cal.extrapolated:
         print("calibration   : " + ", ".join(f"batch {b}: {t:.3g} s/step" for b, t in
                                              zip(cal.batch_sizes, cal.micro_step_s)))
-    print(describe_estimate(Measured(cal.step_s, cal.compile_s, cal.peak_memory_bytes, cal.source), plan,
+    print(describe_estimate(Measured(cal.step_s, cal.compile_s, cal.peak_memory_bytes, cal.source,
+                                     memory_lower_bound=cal.extrapolated), plan,
                             config.training.epochs, budget_s=budget_s, seed_name=Path(path).stem,
                             memory_total=machine_memory_bytes()))
     print(f"(calibration took {cal.wall_s:.0f} s)")
