@@ -48,7 +48,7 @@ def finish_time(seconds_from_now: float, now: dt.datetime | None = None) -> str:
 
 def describe_estimate(m: Measured, plan, epochs: int, *, budget_s: float | None = None, seed_name: str | None = None,
                       now: dt.datetime | None = None, memory_total: float | None = None,
-                      title: str = "estimate") -> str:
+                      title: str = "estimate", finish: bool = True) -> str:
     """The estimate block. plan: `plan.Plan` (steps per epoch, images per step); epochs: training.epochs;
     budget_s: `--budget` in seconds; seed_name: the config file's stem (projected minutes when a seed)."""
     images = plan.batch_size * plan.accumulation_steps
@@ -70,7 +70,8 @@ def describe_estimate(m: Measured, plan, epochs: int, *, budget_s: float | None 
         lines.append(f"per epoch     : {plan.steps_per_epoch:,} steps = {format_duration(epoch_s)}{minutes}{versus}")
         total_s = plan.steps_per_epoch * epochs * m.step_s + (m.compile_s or 0.0)
         lines.append(f"total         : {epochs} epochs, {plan.steps_per_epoch * epochs:,} steps = "
-                     f"{format_duration(total_s)}; started now it would finish {finish_time(total_s, now)}")
+                     f"{format_duration(total_s)}" + (f"; started now it would finish {finish_time(total_s, now)}"
+                                                      if finish else ""))
     if m.peak_memory_bytes is not None:
         bound = "at least " if m.memory_lower_bound else ""
         mem = f"peak {bound}{m.peak_memory_bytes / 1e9:.2f} GB (mx.get_peak_memory)"

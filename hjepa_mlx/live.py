@@ -113,7 +113,7 @@ class LiveRun:
                      overhead_s=(c.compile_s or 0.0) + others)
         text = describe_estimate(m, self.plan, self.schedule.epochs, budget_s=self.budget_s,
                                  seed_name=self.seed_name, memory_total=machine_memory_bytes(),
-                                 title="measured estimate")
+                                 title="measured estimate", finish=False)
         if eta is not None:
             text += (f"\nwith the rest : validation, k-NN, collapse checks, checkpoints and pictures included, "
                      f"{format_duration(eta)} to go; finishes {finish_time(eta)}")
