@@ -43,6 +43,7 @@ from hjepa_mlx.config import load_config  # noqa: E402
 from hjepa_mlx.distributed import (SINGLE, bucket_count, init_world, mean_across, per_rank_batch,  # noqa: E402
                                    shard_masks)
 from hjepa_mlx.errors import UserError  # noqa: E402
+from hjepa_mlx.estimate import SEED_PROJECTED_MIN_PER_EPOCH  # noqa: E402
 from hjepa_mlx.flops import train_flops_per_image  # noqa: E402
 from hjepa_mlx.masks import sample_masks  # noqa: E402
 from hjepa_mlx.plan import make_plan  # noqa: E402
@@ -51,8 +52,7 @@ from hjepa_mlx.step import make_train_step  # noqa: E402
 from hjepa_mlx.train import device_batch  # noqa: E402
 
 # Per-epoch minutes the seed documents projected (never measured), per config file name.
-SEED_CLAIMS_MIN = {"overnight_safe": (10, 11), "overnight_training_conservative": (9, 10),
-                   "overnight_training_aggressive": (10, 12)}
+SEED_CLAIMS_MIN = SEED_PROJECTED_MIN_PER_EPOCH
 
 
 def interleaved(fns: dict, *, warmup: int, repeats: int) -> dict:
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     info = machine()
     print_machine(info)
     gemm = gemm_gflops()
-    print(f"fp32 GEMM in this process: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemm.items() if k != "best"))
+    print("fp32 GEMM in this process: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gemm.items() if k != "best"))
     name = Path(args.config).stem
     variants = [False, True] if not args.no_recompute_variant else [loaded.config.training.use_gradient_checkpointing]
     rows = {}

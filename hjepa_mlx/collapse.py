@@ -43,6 +43,10 @@ class CollapseMonitor:
         self.bad_since: int | None = None     # first step of the current run of bad checks
         self.bad_count = 0
 
+    @property
+    def probe_images(self) -> int:
+        return sum(int(b.shape[0]) for b in self._batches)
+
     def due(self, step: int) -> bool:
         return self.settings.frequency > 0 and bool(self._batches) and step % self.settings.frequency == 0
 

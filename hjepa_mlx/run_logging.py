@@ -3,8 +3,7 @@
 - `RunLogger`: `metrics.jsonl` (one JSON object per `log_scalars` call: step, epoch, wall-clock time,
   the scalars), `train.log` (the lines the console shows), TensorBoard events under `tensorboard/`
   (tensorboardX: scalars, histograms, images, text).
-- `ProgressLine`: the console line "epoch 2/10 step 40/100 loss 0.4123 lr 1.20e-04 img/s 35.2
-  ETA epoch 01:20 run 00:14:05".
+- The console's progress line is console.py's (with live.py and eta.py).
 - `mask_overlay`, `attention_map_image`: uint8 HWC pictures for `log_images` (log_images / log_attention).
 
 Host-side only (NumPy, Python floats): call it at log time, after `.item()`, never inside compiled code.
@@ -13,30 +12,10 @@ Host-side only (NumPy, Python floats): call it at log time, after `.item()`, nev
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-# ------------------------------------------------------------------ durations
-
-def format_mmss(seconds: float) -> str:
-    """'MM:SS' (minutes not capped at 59: 75 min -> '75:00'); '--:--' when unknown (nan/inf)."""
-    if not math.isfinite(seconds):
-        return "--:--"
-    m, s = divmod(max(0, int(round(seconds))), 60)
-    return f"{m:02d}:{s:02d}"
-
-
-def format_hhmmss(seconds: float) -> str:
-    """'HH:MM:SS' (hours not capped at 23); '--:--:--' when unknown (nan/inf)."""
-    if not math.isfinite(seconds):
-        return "--:--:--"
-    h, rem = divmod(max(0, int(round(seconds))), 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:02d}:{m:02d}:{s:02d}"
 
 
 # ------------------------------------------------------------------ the run's files
@@ -59,6 +38,7 @@ class RunLogger:
         self._jsonl = open(self.dir / "metrics.jsonl", "a", encoding="utf-8")
         self._log = open(self.dir / "train.log", "a", encoding="utf-8")
         self._tb = None
+        self.console = None     # a console.Console, when one draws a live line (log_line prints through it)
         if use_tensorboard:
             try:
                 from tensorboardX import SummaryWriter
@@ -100,9 +80,10 @@ class RunLogger:
             if self._tb:
                 self._tb.add_image(name, img, int(step), dataformats="HWC")
 
-    def log_line(self, text: str) -> None:
-        """Print `text` on the console and append it to train.log."""
-        print(text, flush=True)
+    def log_line(self, text: str, *, echo: bool = True) -> None:
+        """Print `text` on the console (unless echo is False) and append it to train.log."""
+        if echo:
+            self.console.line(text) if self.console else print(text, flush=True)
         self._log.write(text + "\n")
         self._log.flush()
 
@@ -128,42 +109,6 @@ class RunLogger:
 
     def __exit__(self, *exc):
         self.close()
-
-
-# ------------------------------------------------------------------ the console progress line
-
-class ProgressLine:
-    """Formats 'epoch 2/10 step 40/100 loss 0.4123 lr 1.20e-04 img/s 35.2 ETA epoch 01:20 run 00:14:05'.
-
-    epochs: epochs in the run. steps_per_epoch: optimizer steps per epoch. The ETAs extrapolate the mean
-    time per step measured so far in this epoch (first-epoch values include compilation, so they start
-    high and settle) and leave out evaluation time.
-    """
-
-    def __init__(self, *, epochs: int, steps_per_epoch: int):
-        self.epochs, self.steps = epochs, steps_per_epoch
-
-    def etas(self, epoch: int, step_in_epoch: int, elapsed_epoch_s: float,
-             steps_done_this_epoch: int | None = None) -> tuple[float, float]:
-        """(seconds left in this epoch, seconds left in the run). epoch: 0-based. step_in_epoch: steps
-        of this epoch completed (1-based position). elapsed_epoch_s: wall time since this epoch (or the
-        resumed part of it) started. steps_done_this_epoch: steps timed in elapsed_epoch_s, when fewer
-        than step_in_epoch (after a mid-epoch resume)."""
-        done = step_in_epoch if steps_done_this_epoch is None else steps_done_this_epoch
-        per_step = elapsed_epoch_s / max(done, 1)
-        eta_epoch = per_step * max(self.steps - step_in_epoch, 0)
-        eta_run = eta_epoch + per_step * self.steps * max(self.epochs - epoch - 1, 0)
-        return eta_epoch, eta_run
-
-    def format(self, epoch: int, step_in_epoch: int, scalars: dict, elapsed_epoch_s: float,
-               steps_done_this_epoch: int | None = None) -> str:
-        """The line; scalars may hold 'loss', 'lr', 'images_per_s' (missing ones print as nan / 0).
-        Other arguments as in `etas`; the epoch is printed 1-based."""
-        eta_epoch, eta_run = self.etas(epoch, step_in_epoch, elapsed_epoch_s, steps_done_this_epoch)
-        return (f"epoch {epoch + 1}/{self.epochs} step {step_in_epoch}/{self.steps} "
-                f"loss {scalars.get('loss', float('nan')):.4f} lr {scalars.get('lr', 0.0):.2e} "
-                f"img/s {scalars.get('images_per_s', 0.0):.1f} "
-                f"ETA epoch {format_mmss(eta_epoch)} run {format_hhmmss(eta_run)}")
 
 
 # ------------------------------------------------------------------ pictures
@@ -269,7 +214,7 @@ class SilentLogger:
     def log_images(self, step, images) -> None:
         pass
 
-    def log_line(self, text: str) -> None:
+    def log_line(self, text: str, *, echo: bool = True) -> None:
         pass
 
     def log_text(self, text: str, *, tag: str = "plan", step: int = 0) -> None:

@@ -5,6 +5,7 @@ Sync discipline: one `mx.eval(state, metrics)` per optimizer step; Python floats
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -22,8 +23,11 @@ from hjepa_mlx.diagnostics import attention_heatmap, dataset_counts, gradient_hi
 from hjepa_mlx.distributed import SINGLE, Watchdog, World, check_same, mean_across, shard_masks, stop_vote
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.masks import sample_masks
+from hjepa_mlx.console import Console
+from hjepa_mlx.live import LiveRun, activity_costs
+from hjepa_mlx.pictures import Pictures
 from hjepa_mlx.plan import Plan, describe_plan, make_plan
-from hjepa_mlx.run_logging import ProgressLine, RunLogger, SilentLogger
+from hjepa_mlx.run_logging import RunLogger, SilentLogger
 from hjepa_mlx.state import init_state
 from hjepa_mlx.step import make_eval_step, make_train_step
 
@@ -87,8 +91,10 @@ def _check_run_dir(run_dir: Path, resume: str | None) -> None:
                         f"--output-dir NEW_DIR to start another (nothing was changed)")
 
 
-def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, world: World = SINGLE) -> int:
-    """world: the data-parallel processes (hjepa_mlx/distributed.py); rank 0 alone writes the run directory."""
+def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, budget_s: float | None = None,
+          seed_name: str | None = None, world: World = SINGLE) -> int:
+    """world: the data-parallel processes (hjepa_mlx/distributed.py); rank 0 alone writes the run directory
+    and draws the console. budget_s, seed_name: for the live estimate (hjepa_mlx/live.py)."""
     config = loaded.config
     run_dir = Path(plan.run_dir)
     _check_run_dir(run_dir, resume)
@@ -127,18 +133,24 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, world:
     logger.log_text(describe_plan(plan))
     k = config.training.accumulation_steps
     steps_per_epoch = plan.steps_per_epoch
-    progress = ProgressLine(epochs=config.training.epochs, steps_per_epoch=steps_per_epoch)
     seed = config.experiment.seed
     lg = config.logging
     dataset_names = [d.name for d in getattr(loaders.train.dataset, "datasets", [loaders.train.dataset])]
     grad_fn = make_grad_fn(model) if lg.log_gradients else None
     alarm = collapse_settings(config)
     monitor = CollapseMonitor(alarm, model, probe_batches(loaders.probe, alarm.probe_images) if alarm.frequency else [])
+    live = LiveRun(config, plan, logger, budget_s=budget_s, seed_name=seed_name,
+                   fallback=activity_costs(config, plan, mask_plan, loaders, monitor),
+                   start_step=int(state["step"].item()),
+                   console=None if world.is_main else Console(open(os.devnull, "w"), tty=False))
+    pictures = Pictures(run_dir, config, plan)
+    live.before_first_step()
     with StopRequested() as stop:
         for epoch in range(start_epoch, config.training.epochs):
             batches = loaders.train.epoch(epoch, start_batch=start_batch * k)
-            epoch_start, images_seen, epoch_ids = time.perf_counter(), 0, []
+            epoch_ids = []
             for batch_in_epoch in range(start_batch, steps_per_epoch):
+                step_start = time.perf_counter()
                 host = [next(batches) for _ in range(k)]
                 step_no = int(state["step"].item())
                 # masks of the global batch, this rank's rows: image p's masks do not depend on the world size
@@ -152,11 +164,13 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, world:
                 stopping = stop.signal if vote is None else vote.item() > 0 and (stop.signal or "a stop on another rank")
                 if world.check_every and (step_no + 1) % world.check_every == 0:
                     check_same(world, state, when=f"after step {step_no + 1}")
-                images_seen += k * config.data.batch_size
+                live.step(time.perf_counter() - step_start, step=step_no + 1, epoch=epoch,
+                          step_in_epoch=batch_in_epoch + 1, metrics=metrics)
                 if lg.log_dataset_distribution:
                     epoch_ids.extend(h["dataset_ids"] for h in host)
                 if int(state["skipped_run"].item()) >= config.training.max_nonfinite_steps:
                     last = manager.latest()
+                    live.close()
                     raise UserError(
                         f"training stopped: the loss or gradients were non-finite for "
                         f"{config.training.max_nonfinite_steps} consecutive steps "
@@ -164,16 +178,21 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, world:
                         f"checkpoint is {last or 'none'}; lower training.lr or raise training.clip_grad")
                 if (step_no + 1) % config.logging.log_frequency == 0 or batch_in_epoch == steps_per_epoch - 1:
                     scalars = {name: float(v.item()) for name, v in metrics.items()}
-                    elapsed = time.perf_counter() - epoch_start
-                    scalars["images_per_s"] = images_seen / max(elapsed, 1e-9)
-                    scalars["memory_gb"] = mx.get_active_memory() / 1e9
+                    scalars.update(live.rates(step_no + 1))
                     scalars["skipped_total"] = float(state["skipped_total"].item())
                     logger.log_scalars(step_no + 1, scalars, epoch=epoch)
-                    logger.log_line(progress.format(epoch, batch_in_epoch + 1, scalars, elapsed,
-                                                    batch_in_epoch + 1 - start_batch))
+                    live.log_progress(epoch, batch_in_epoch + 1, step_no + 1, scalars)
                     log_diagnostics(lg, model, state, host, masks, plan, logger, step_no + 1, grad_fn)
+                if world.is_main and pictures.images_due(step_no + 1):
+                    with live.phase("images", f"drawing masks / attention maps into {run_dir / 'images'} ..."):
+                        pictures.images(step_no + 1, model, state, host, masks)
+                if world.is_main and pictures.plots_due(step_no + 1):
+                    with live.phase("plots", f"drawing {run_dir / 'plots'}/curves.png ..."):
+                        pictures.plots()
                 if monitor.due(step_no + 1):
-                    collapse, warning = monitor.check(step_no + 1, state["target"])
+                    with live.phase("collapse", f"collapse check: RankMe / feature std of {monitor.probe_images} "
+                                                f"held-out images ..."):
+                        collapse, warning = monitor.check(step_no + 1, state["target"])
                     logger.log_scalars(step_no + 1, collapse, epoch=epoch)
                     if warning:
                         logger.log_line(("stopping: " if monitor.should_stop else "warning: ") + warning)
@@ -182,9 +201,11 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, world:
                                      epoch=epoch)
                         logger.log_line(f"training.stop_on_collapse: saved a checkpoint at step {step_no + 1} "
                                         f"in {run_dir / 'checkpoints'}")
+                        live.close()
                         logger.close()
                         return 3
                 if stopping:
+                    live.close()
                     saved = manager.save(state, _metadata(config, plan, epoch, batch_in_epoch + 1, step_no + 1,
                                                           best), epoch=epoch)
                     if saved:
@@ -199,14 +220,17 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, world:
                                    epoch=epoch)
             val = None
             if (epoch + 1) % config.evaluation.eval_frequency == 0 or epoch + 1 == config.training.epochs:
-                with watchdog.guard(f"in the validation pass after epoch {epoch + 1}"):
+                with live.phase("validation", f"validation loss on {plan.val_holdout * len(plan.datasets):,} "
+                                              f"held-out images ..."), \
+                        watchdog.guard(f"in the validation pass after epoch {epoch + 1}"):
                     val = _validation_loss(eval_step, state, loaders, mask_plan, config, plan, world)
                 logger.log_scalars(int(state["step"].item()), {"val_loss": val}, epoch=epoch)
                 logger.log_line(f"epoch {epoch + 1}: val_loss {val:.4f}")
             knn = None
             if config.evaluation.knn.enabled and ((epoch + 1) % config.evaluation.knn.frequency == 0
                                                  or epoch + 1 == config.training.epochs):
-                knn = _online_knn(model, state, loaders, config)
+                with live.phase("knn", "k-NN: encoding the labelled train and test images ..."):
+                    knn = _online_knn(model, state, loaders, config)
                 logger.log_scalars(int(state["step"].item()), knn, epoch=epoch)
                 logger.log_line(f"epoch {epoch + 1}: " + ", ".join(f"{n} {v:.3f}" for n, v in knn.items()))
             metric_value = {"val_loss": val, "knn_top1": (knn or {}).get("knn_top1")}.get(config.checkpoint.metric)
@@ -214,11 +238,16 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, world:
                 if metric_value is not None and config.checkpoint.save_best:
                     if best is None or (metric_value < best if config.checkpoint.mode == "min" else metric_value > best):
                         best = metric_value
-                saved = manager.save(state, _metadata(config, plan, epoch + 1, 0, int(state["step"].item()), best),
-                                     epoch=epoch + 1,
-                                     metric_value=metric_value if config.checkpoint.save_best else None)
+                with live.phase("checkpoint", f"saving a checkpoint into {run_dir / 'checkpoints'} ..."):
+                    saved = manager.save(state, _metadata(config, plan, epoch + 1, 0, int(state["step"].item()), best),
+                                         epoch=epoch + 1,
+                                         metric_value=metric_value if config.checkpoint.save_best else None)
                 if saved:
                     logger.log_line(_saved_line(saved, state, manager.keep_last_k))
+    if lg.plot_frequency and world.is_main:
+        with live.phase("plots", f"drawing {run_dir / 'plots'}/curves.png ..."):
+            pictures.plots()
+    live.close()
     logger.log_line(f"done: {int(state['step'].item())} steps, train step traced {traces.count} time(s), "
                     f"{int(state['skipped_total'].item())} update(s) skipped as non-finite; run directory {run_dir}")
     logger.close()

@@ -20,7 +20,7 @@ QUICKSTART = yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())
 
 @pytest.mark.parametrize("name", SEEDS)
 def test_seed_configs_load_unchanged_and_pass_dry_run(name, capsys):
-    assert main([str(ROOT / f"configs/{name}.yaml"), "--dry-run"]) == 0
+    assert main([str(ROOT / f"configs/{name}.yaml"), "--dry-run", "--no-calibrate"]) == 0
     out = capsys.readouterr().out
     assert "# plan" in out and "vit_small_patch16_224" in out
 
@@ -93,7 +93,7 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 def test_disabled_feature_keys_are_reported_not_dropped(capsys):
-    assert main([str(ROOT / "configs/overnight_safe.yaml"), "--dry-run"]) == 0
+    assert main([str(ROOT / "configs/overnight_safe.yaml"), "--dry-run", "--no-calibrate"]) == 0
     out = capsys.readouterr().out
     assert "model.rope.theta has no effect because model.rope.use_rope is False" in out
 

@@ -32,7 +32,9 @@ def test_evaluate_reports_trained_and_random_init(run_dir, capsys):
                           "--max-test", "16", "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert "trained" in out and "random-init" in out and "raw-pixels" in out
-    payload = json.loads((run_dir / "eval.json").read_text())
+    payload = json.loads((run_dir / "eval_synthetic.json").read_text())   # one file per dataset
+    assert (run_dir / "eval_synthetic.png").stat().st_size > 10_000        # the table as bars
+    assert "synthetic: encoding up to 32 train images" not in out and "trained: encoding up to 32 train images" in out
     rows = payload["datasets"]["synthetic"]
     assert set(rows) == {"trained", "random-init", "raw-pixels"}
     for row in rows.values():
@@ -44,6 +46,7 @@ def test_evaluate_level_1_and_checkpoint_path(run_dir):
     assert evaluate_main([str(ckpt), "--protocol", "knn", "--level", "1", "--max-train", "16", "--max-test", "8",
                           "--batch-size", "8", "--out", str(run_dir / "l1.json")]) == 0
     assert json.loads((run_dir / "l1.json").read_text())["level"] == 1
+    assert (run_dir / "l1_synthetic.png").is_file() and not (run_dir / "eval_synthetic_level1.json").exists()
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,5 +1,5 @@
-"""Run logging: metrics.jsonl, train.log and TensorBoard events (read back record by record), the
-progress line and its ETAs, and the mask / attention pictures pixel by pixel."""
+"""Run logging: metrics.jsonl, train.log and TensorBoard events (read back record by record),
+and the mask / attention pictures pixel by pixel."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hjepa_mlx.run_logging import (BLOCK_COLOURS, DROPPED_SHADE, TINT, ProgressLine, RunLogger,
-                                   attention_map_image, format_hhmmss, format_mmss, mask_overlay)
+from hjepa_mlx.run_logging import (BLOCK_COLOURS, DROPPED_SHADE, TINT, RunLogger, attention_map_image,
+                                   mask_overlay)
 
 
 def read_events(run_dir) -> list:
@@ -73,23 +73,6 @@ def test_logger_appends_on_resume_and_can_skip_tensorboard(tmp_path):
     assert not (tmp_path / "tensorboard").exists()
     with pytest.raises(ValueError, match="uint8 HWC"):
         RunLogger(tmp_path, use_tensorboard=False).log_images(0, {"x": np.zeros((4, 4, 3), dtype=np.float32)})
-
-
-def test_durations():
-    assert format_mmss(0) == "00:00" and format_mmss(59.4) == "00:59" and format_mmss(59.6) == "01:00"
-    assert format_mmss(75 * 60 + 3) == "75:03" and format_mmss(-5) == "00:00" and format_mmss(float("nan")) == "--:--"
-    assert format_hhmmss(3599.6) == "01:00:00" and format_hhmmss(25 * 3600 + 61) == "25:01:01"
-    assert format_hhmmss(float("inf")) == "--:--:--"
-
-
-def test_progress_line_and_etas():
-    line = ProgressLine(epochs=3, steps_per_epoch=100)
-    # 10 steps of the first epoch took 20 s: 2 s/step, 90 steps left here, 200 more in the next two epochs
-    text = line.format(0, 10, {"loss": 0.41234, "lr": 1.2e-4, "images_per_s": 35.25}, 20.0)
-    assert text == "epoch 1/3 step 10/100 loss 0.4123 lr 1.20e-04 img/s 35.2 ETA epoch 03:00 run 00:09:40"
-    # resumed at batch 50 of the last epoch: 10 steps timed in 5 s, 40 left, nothing after
-    assert line.etas(2, 60, 5.0, steps_done_this_epoch=10) == (20.0, 20.0)
-    assert line.format(2, 100, {}, 10.0).endswith("loss nan lr 0.00e+00 img/s 0.0 ETA epoch 00:00 run 00:00:00")
 
 
 def test_mask_overlay_colours_each_patch_by_its_role():

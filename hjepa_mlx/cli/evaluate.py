@@ -13,22 +13,27 @@ import argparse
 import json
 from pathlib import Path
 
+from hjepa_mlx.cli.helpfmt import DefaultsFormatter
 from hjepa_mlx.errors import UserError, run_for_user
 
 from hjepa_mlx.evaluate.protocols import PROTOCOLS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0])
-    p.add_argument("target", metavar="RUN_DIR|CHECKPOINT")
+    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
+                                formatter_class=DefaultsFormatter)
+    p.add_argument("target", metavar="RUN_DIR|CHECKPOINT",
+                   help="a run directory (its latest checkpoint) or a checkpoint .safetensors file")
     p.add_argument("--dataset", help="dataset name (default: the run's own dataset, or its first labelled one)")
     p.add_argument("--data-path", help="dataset root (default: the run's)")
     p.add_argument("--protocol", default="knn,linear,quality", help="comma list of knn, linear, quality")
-    p.add_argument("--level", type=int, default=0, help="hierarchy level of the pooled features")
+    p.add_argument("--level", type=int, default=0, help="hierarchy level of the pooled features (0: all tokens)")
     p.add_argument("--max-train", type=int, default=5000, help="labelled train images used (feature bank)")
     p.add_argument("--max-test", type=int, default=2000, help="test images used")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", help="JSON output (default: eval_<dataset>.json in the run directory)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--out", help="one JSON of every dataset evaluated (default: eval_<dataset>.json per dataset, "
+                                 "eval_<dataset>_level<L>.json for --level L > 0, in the run directory; a PNG of "
+                                 "each dataset's table beside it)")
     return p
 
 
@@ -55,6 +60,7 @@ def evaluate(args) -> dict:
     from hjepa_mlx.evaluate.features import make_pooled_encoder
     from hjepa_mlx.evaluate.protocols import compare_encoders, pixel_encoder
     from hjepa_mlx.evaluate.report import format_report, write_json
+    from hjepa_mlx.plots import draw_eval
     from hjepa_mlx.plan import make_plan
     from hjepa_mlx.state import init_state
 
@@ -85,17 +91,27 @@ def evaluate(args) -> dict:
         encoders = {"trained": make_pooled_encoder(model, trained["target"], args.level),
                     "random-init": make_pooled_encoder(model, baseline["target"], args.level),
                     "raw-pixels": pixel_encoder()}
+        print(f"evaluating on {name}: {', '.join(encoders)} encoders ...", flush=True)
         results = compare_encoders(encoders, train_loader, test_loader, protocols,
                                    k_values=tuple(config.evaluation.knn.k_values),
                                    temperature=config.evaluation.knn.temperature, seed=config.experiment.seed,
-                                   max_train=args.max_train, max_test=args.max_test)
+                                   max_train=args.max_train, max_test=args.max_test,
+                                   say=lambda text: print(f"  {text}", flush=True))
         print(f"\n{name}: {args.max_train} train / {args.max_test} test images at most, level {args.level}, "
               f"checkpoint {ckpt} (step {meta.get('step')})")
         print(format_report(results, baseline_name="random-init"))
         payload["datasets"][name] = results
-    out = Path(args.out) if args.out else run_dir / "eval.json"
-    write_json(out, payload)        # NaN/Inf become null: the file stays valid JSON
-    print(f"wrote {out}")
+        stem = f"eval_{name}" + (f"_level{args.level}" if args.level else "")
+        if not args.out:   # one file per dataset: evaluating another dataset never overwrites this one
+            write_json(run_dir / f"{stem}.json", {**payload, "datasets": {name: results}})
+            print(f"wrote {run_dir / f'{stem}.json'}")
+        png = (Path(args.out).with_name(f"{Path(args.out).stem}_{name}.png") if args.out
+               else run_dir / f"{stem}.png")
+        if draw_eval(results, png, title=f"{name}: checkpoint step {meta.get('step')}, level {args.level}"):
+            print(f"wrote {png}")
+    if args.out:
+        write_json(args.out, payload)        # NaN/Inf become null: the file stays valid JSON
+        print(f"wrote {args.out}")
     return payload
 
 

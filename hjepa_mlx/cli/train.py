@@ -9,24 +9,39 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from hjepa_mlx import blas
+from hjepa_mlx.cli.helpfmt import DefaultsFormatter
 from hjepa_mlx.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train.py", description="Train H-JEPA from a YAML config.")
+    p = argparse.ArgumentParser(prog="train.py", description="Train H-JEPA from a YAML config.",
+                                formatter_class=DefaultsFormatter)
     p.add_argument("config_path", nargs="?", metavar="CONFIG", help="YAML config file")
     p.add_argument("--config", dest="config_flag", metavar="CONFIG", help="YAML config file (same as CONFIG)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set training.epochs=2 (repeatable)")
-    p.add_argument("--output-dir", help="run directory (default: experiment.output_dir)")
+                   help="override a config key, e.g. --set training.epochs=2 (repeatable; default: none)")
+    p.add_argument("--output-dir", help="run directory (default: the config's experiment.output_dir)")
     p.add_argument("--resume", metavar="auto|PATH",
-                   help="continue from the latest checkpoint in the run directory (auto) or from PATH")
+                   help="continue from the latest checkpoint in the run directory (auto) or from PATH "
+                        "(default: start a new run; refused when the run directory holds checkpoints)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu", "mps", "cuda"],
-                   help="override the config's device")
+                   help="override the config's device (default: the config's device)")
     p.add_argument("--dry-run", action="store_true",
-                   help="validate the config, print the resolved config and the plan, and exit")
+                   help="validate the config, print the resolved config and the plan, time the train step "
+                        "(unless --no-calibrate) and print the estimate, and exit")
+    p.add_argument("--budget", metavar="DURATION",
+                   help="time the run may take, e.g. 8h, 90m, 1h30m: the estimate says whether it fits and, "
+                        "if not, what would (a real run only warns) (default: no budget)")
+    p.add_argument("--calibrate-steps", type=int, default=3, metavar="N",
+                   help="--dry-run: timed train steps per batch size after the compiling one")
+    p.add_argument("--calibrate-max-seconds", type=float, default=75.0, metavar="S",
+                   help="--dry-run: time the timed steps may take; a slower full batch is timed on smaller "
+                        "batches and extrapolated")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="--dry-run: skip the timing (plan only, no estimate)")
     p.add_argument("--explain", action="store_true",
                    help="print every config key with its value, where it came from (file, --set, legacy alias, "
                         "default) and the modules that read it, then exit")
@@ -46,10 +61,15 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     path = _config_path(args, parser)
+    if args.calibrate_steps < 1:
+        parser.error(f"--calibrate-steps must be >= 1, got {args.calibrate_steps}")
 
     from hjepa_mlx import distributed
     from hjepa_mlx.config import load_config
 
+    from hjepa_mlx.budget import parse_duration
+
+    budget_s = parse_duration(args.budget) if args.budget is not None else None
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     if args.explain:
         from hjepa_mlx.config.explain import describe, explain_rows
@@ -58,7 +78,7 @@ def run(argv: list[str] | None = None) -> int:
     loaded = load_config(path, overrides)
     world = distributed.init_world(loaded.config.distributed)    # one process unless started by mlx.launch
     try:
-        return _run_in_world(args, loaded, world)
+        return _run_in_world(args, loaded, world, budget_s, path)
     except UserError as exc:
         if world.is_distributed:       # every rank prints its own error: say which one
             raise UserError(f"(rank {world.rank}) {exc}") from None
@@ -70,7 +90,7 @@ def run(argv: list[str] | None = None) -> int:
         raise UserError(message) from None
 
 
-def _run_in_world(args, loaded, world) -> int:
+def _run_in_world(args, loaded, world, budget_s, path) -> int:
     import mlx.core as mx
 
     from hjepa_mlx import distributed
@@ -95,6 +115,8 @@ def _run_in_world(args, loaded, world) -> int:
         say("# resolved config")
         say(dump_yaml(loaded.config).rstrip())
         say(describe_plan(plan))
+        if not args.no_calibrate and world.is_main:
+            _print_calibrated_estimate(loaded.config, plan, args, budget_s, path)
         return 0
     if not blas.CHOICE.optimized and sys.platform == "linux" and not blas.user_disabled():
         raise UserError("refusing to train on MLX's reference BLAS (~2 GFLOP/s): " + blas.CHOICE.reason +
@@ -102,7 +124,22 @@ def _run_in_world(args, loaded, world) -> int:
     from hjepa_mlx.train import train
 
     say(describe_plan(plan))
-    return train(loaded, plan, resume=args.resume, world=world)
+    return train(loaded, plan, resume=args.resume, budget_s=budget_s, seed_name=Path(path).stem, world=world)
+
+
+def _print_calibrated_estimate(config, plan, args, budget_s, path) -> None:
+    from hjepa_mlx.calibrate import calibrate
+    from hjepa_mlx.estimate import Measured, describe_estimate, machine_memory_bytes
+
+    cal = calibrate(config, plan, steps=args.calibrate_steps, max_seconds=args.calibrate_max_seconds)
+    if cal.extrapolated:
+        print("calibration   : " + ", ".join(f"batch {b}: {t:.3g} s/step" for b, t in
+                                             zip(cal.batch_sizes, cal.micro_step_s)))
+    print(describe_estimate(Measured(cal.step_s, cal.compile_s, cal.peak_memory_bytes, cal.source,
+                                     memory_lower_bound=cal.extrapolated), plan,
+                            config.training.epochs, budget_s=budget_s, seed_name=Path(path).stem,
+                            memory_total=machine_memory_bytes()))
+    print(f"(calibration took {cal.wall_s:.0f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:

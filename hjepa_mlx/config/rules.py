@@ -41,6 +41,7 @@ DEPENDENT_KEYS: list[tuple[str, Callable[[Config], bool], tuple[str, ...]]] = [
     ("loss.vicreg.projector", lambda c: c.loss.vicreg.projector == "expander", ("loss.vicreg.expander_dim",)),
     ("data.multi_crop.num_local_crops", lambda c: c.data.multi_crop.num_local_crops > 0,
      ("data.multi_crop.local_crop_size", "data.multi_crop.local_crop_scale")),
+    ("logging.log_images", lambda c: c.logging.log_images or c.logging.log_attention, ("logging.image_frequency",)),
 ]
 
 # Loss keys are stricter than DEPENDENT_KEYS: the original project silently dropped VICReg and the run

@@ -237,6 +237,12 @@ class LoggingConfig:
     log_attention: bool = False
     log_gradients: bool = False
     log_dataset_distribution: bool = False
+    # Pictures on disk (hjepa_mlx/plots.py), viewable without TensorBoard: plots/curves.png (every loss
+    # term, lr, momentum, validation, k-NN, RankMe vs step) redrawn every plot_frequency steps and at the
+    # end; images/masks_*.png (log_images) and images/attention_*.png (log_attention) every
+    # image_frequency steps. 0: never.
+    plot_frequency: int = num(500, 0)
+    image_frequency: int = num(2000, 0)
     # The collapse alarm (hjepa_mlx/collapse.py): RankMe and per-dimension std of the pooled target
     # features on a fixed probe set of held-out images every collapse_frequency steps (0: off).
     collapse_frequency: int = num(200, 0)

@@ -51,12 +51,17 @@ def evaluate_features(tx, ty, vx, vy, protocols, *, k_values, temperature: float
 
 def compare_encoders(encoders: dict[str, Callable], train_loader, test_loader, protocols, *, k_values,
                      temperature: float, seed: int, max_train: int | None = None,
-                     max_test: int | None = None) -> dict[str, dict]:
-    """{row name: metrics} for each encode_fn (images -> (B, D)) on the same train/test images."""
+                     max_test: int | None = None, say=None) -> dict[str, dict]:
+    """{row name: metrics} for each encode_fn (images -> (B, D)) on the same train/test images; `say`
+    (e.g. print) is told what is happening."""
     rows = {}
+    say = say or (lambda text: None)
     for name, encode in encoders.items():
+        say(f"{name}: encoding up to {max_train} train images ...")
         tx, ty, _ = extract_features(encode, train_loader.epoch(0), max_images=max_train)
+        say(f"{name}: encoding up to {max_test} test images ...")
         vx, vy, _ = extract_features(encode, test_loader.epoch(0), max_images=max_test)
+        say(f"{name}: {', '.join(protocols)} on {len(tx)} train / {len(vx)} test features ...")
         rows[name] = evaluate_features(tx, ty, vx, vy, protocols, k_values=k_values, temperature=temperature,
                                        seed=seed)
         mx.clear_cache()
