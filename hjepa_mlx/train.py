@@ -17,12 +17,16 @@ from hjepa_mlx.build import (build_loaders, build_mask_plan, build_model, collap
                              train_dataset_sizes)
 from hjepa_mlx.collapse import CollapseMonitor, probe_batches
 from hjepa_mlx.checkpoint import CheckpointManager
+from hjepa_mlx.checkpoint_series import current_series
 from hjepa_mlx.config import LoadedConfig, dump_yaml
 from hjepa_mlx.diagnostics import attention_heatmap, dataset_counts, gradient_histograms, mask_image
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.masks import sample_masks
 from hjepa_mlx.plan import Plan, describe_plan, make_plan
+from hjepa_mlx.resume_check import check_resume, truncate_metrics
+from hjepa_mlx.run_lock import RunLock
 from hjepa_mlx.run_logging import ProgressLine, RunLogger
+from hjepa_mlx.save_schedule import MidEpochSaves
 from hjepa_mlx.state import init_state
 from hjepa_mlx.step import make_eval_step, make_train_step
 
@@ -66,7 +70,16 @@ def device_batch(host_batches: list[dict], masks: list, two_views: bool) -> dict
 def _metadata(config, plan: Plan, epoch: int, batch_in_epoch: int, step: int, best) -> dict:
     from hjepa_mlx.config import to_dict
     return {"config": to_dict(config), "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step,
-            "seed": config.experiment.seed, "best_metric": best, "total_steps": plan.total_steps}
+            "seed": config.experiment.seed, "best_metric": best, "total_steps": plan.total_steps,
+            "metrics_bytes": _metrics_bytes(plan.run_dir)}
+
+
+def _metrics_bytes(run_dir) -> int:
+    """Length of metrics.jsonl at save time: a resume cuts the rows written after the checkpoint."""
+    try:
+        return (Path(run_dir) / "metrics.jsonl").stat().st_size
+    except OSError:
+        return 0
 
 
 def _saved_line(path: Path, state, keep_last_k: int) -> str:
@@ -84,17 +97,23 @@ def _check_run_dir(run_dir: Path, resume: str | None) -> None:
                         f"--output-dir NEW_DIR to start another (nothing was changed)")
 
 
-def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int:
+def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, resume_with_changes: bool = False) -> int:
+    """Run training in plan.run_dir, holding its lock (one process per run directory)."""
+    _check_run_dir(Path(plan.run_dir), resume)
+    with RunLock(plan.run_dir):
+        return _train(loaded, plan, resume=resume, resume_with_changes=resume_with_changes)
+
+
+def _train(loaded: LoadedConfig, plan: Plan, *, resume: str | None, resume_with_changes: bool) -> int:
     config = loaded.config
     run_dir = Path(plan.run_dir)
-    _check_run_dir(run_dir, resume)
 
     loaders = build_loaders(config, plan)
     plan = make_plan(config, output_dir=str(run_dir), dataset_sizes=train_dataset_sizes(loaders))
     mask_plan = build_mask_plan(config, plan)
     model = build_model(config, plan)
     run_dir.mkdir(parents=True, exist_ok=True)
-    manager = CheckpointManager(run_dir / "checkpoints", keep_last_k=config.checkpoint.keep_last_k,
+    manager = CheckpointManager(current_series(run_dir), keep_last_k=config.checkpoint.keep_last_k,
                                 metric=config.checkpoint.metric, mode=config.checkpoint.mode)
     state = init_state(model, config.experiment.seed)
     start_epoch, start_batch, best = 0, 0, None
@@ -104,6 +123,10 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
             print(f"resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from scratch")
         else:
             state, meta = restored
+            fork = check_resume(config, meta, plan, run_dir, resume_with_changes)
+            if fork is not None:
+                manager = CheckpointManager(fork, keep_last_k=manager.keep_last_k, metric=manager.metric, mode=manager.mode)
+            truncate_metrics(run_dir, meta, checkpoint_in_run=str(resume) == "auto")
             start_epoch, start_batch, best = meta["epoch"], meta["batch_in_epoch"], meta.get("best_metric")
             print(f"resume: step {meta['step']}, epoch {start_epoch + 1}, batch {start_batch}")
     (run_dir / "config.yaml").write_text(dump_yaml(config))
@@ -123,6 +146,7 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
     grad_fn = make_grad_fn(model) if lg.log_gradients else None
     alarm = collapse_settings(config)
     monitor = CollapseMonitor(alarm, model, probe_batches(loaders.probe, alarm.probe_images) if alarm.frequency else [])
+    saves = MidEpochSaves(config.checkpoint.save_every_steps, config.checkpoint.save_every_minutes)
     with StopRequested() as stop:
         for epoch in range(start_epoch, config.training.epochs):
             batches = loaders.train.epoch(epoch, start_batch=start_batch * k)
@@ -173,6 +197,10 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                                     f"--resume auto")
                     logger.close()
                     return 130
+                if saves.due(step_no + 1, batch_in_epoch == steps_per_epoch - 1):
+                    saved = manager.save(state, _metadata(config, plan, epoch, batch_in_epoch + 1, step_no + 1, best),
+                                         epoch=epoch)
+                    logger.log_line(f"mid-epoch {_saved_line(saved, state, manager.keep_last_k)}")
             start_batch = 0
             if lg.log_dataset_distribution and epoch_ids:
                 logger.log_scalars(int(state["step"].item()), dataset_counts(np.concatenate(epoch_ids), dataset_names),
@@ -189,7 +217,9 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                 logger.log_scalars(int(state["step"].item()), knn, epoch=epoch)
                 logger.log_line(f"epoch {epoch + 1}: " + ", ".join(f"{n} {v:.3f}" for n, v in knn.items()))
             metric_value = {"val_loss": val, "knn_top1": (knn or {}).get("knn_top1")}.get(config.checkpoint.metric)
-            if (epoch + 1) % config.checkpoint.save_frequency == 0 or epoch + 1 == config.training.epochs:
+            # a new best is saved whenever it is measured, whatever save_frequency says
+            if ((epoch + 1) % config.checkpoint.save_frequency == 0 or epoch + 1 == config.training.epochs
+                    or (config.checkpoint.save_best and manager.improves(metric_value))):
                 if metric_value is not None and config.checkpoint.save_best:
                     if best is None or (metric_value < best if config.checkpoint.mode == "min" else metric_value > best):
                         best = metric_value
@@ -197,6 +227,7 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None) -> int
                                      epoch=epoch + 1,
                                      metric_value=metric_value if config.checkpoint.save_best else None)
                 logger.log_line(_saved_line(saved, state, manager.keep_last_k))
+                saves.mark_saved()
     logger.log_line(f"done: {int(state['step'].item())} steps, train step traced {traces.count} time(s), "
                     f"{int(state['skipped_total'].item())} update(s) skipped as non-finite; run directory {run_dir}")
     logger.close()

@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="run directory (default: experiment.output_dir)")
     p.add_argument("--resume", metavar="auto|PATH",
                    help="continue from the latest checkpoint in the run directory (auto) or from PATH")
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="resume although the config changes the math or data order (listed and logged); the run "
+                        "continues in a new checkpoint series (checkpoints-fork<N>/), the original is kept")
     p.add_argument("--device", choices=["auto", "cpu", "gpu", "mps", "cuda"],
                    help="override the config's device")
     p.add_argument("--dry-run", action="store_true",
@@ -73,7 +76,9 @@ def run(argv: list[str] | None = None) -> int:
     from hjepa_mlx.train import train
 
     print(describe_plan(plan))
-    return train(loaded, plan, resume=args.resume)
+    if args.resume_with_changes and args.resume is None:
+        raise UserError("--resume-with-changes needs --resume auto (or a checkpoint path)")
+    return train(loaded, plan, resume=args.resume, resume_with_changes=args.resume_with_changes)
 
 
 def main(argv: list[str] | None = None) -> int:

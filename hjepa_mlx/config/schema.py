@@ -224,6 +224,9 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     save_frequency: int = num(1, 1)            # epochs
+    # Saves inside an epoch, so a kill loses minutes, not an epoch (0: off). Resume from them is exact.
+    save_every_steps: int = num(0, 0, 2 ** 31 - 1)
+    save_every_minutes: float = num(10.0, 0.0, 10_000.0)   # minutes of work since the last save
     save_best: bool = True
     metric: Literal["val_loss", "train_loss", "knn_top1"] = "val_loss"
     mode: Literal["min", "max"] = "min"
