@@ -123,7 +123,7 @@ def make_plan(config: Config, *, output_dir: str | None = None,
         steps_per_epoch=steps, total_steps=total, two_views=needs_two_views(config),
         loss_terms=loss_terms(config), val_holdout=holdout_count(config),
         ema_warmup_steps=None if steps is None else config.model.ema.momentum_warmup_epochs * steps,
-        ema=() if total is None else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total))
+        ema=() if not total else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total))
 
 
 def ema_milestones(config: Config, warmup_steps: int, total_steps: int) -> tuple:

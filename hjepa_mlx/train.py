@@ -23,6 +23,7 @@ from hjepa_mlx.diagnostics import attention_heatmap, dataset_counts, gradient_hi
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.masks import sample_masks
 from hjepa_mlx.plan import Plan, describe_plan, make_plan
+from hjepa_mlx.plan_checks import check_plan
 from hjepa_mlx.resume_check import check_resume, truncate_metrics
 from hjepa_mlx.run_lock import RunLock
 from hjepa_mlx.run_logging import ProgressLine, RunLogger
@@ -110,7 +111,7 @@ def _train(loaded: LoadedConfig, plan: Plan, *, resume: str | None, resume_with_
 
     loaders = build_loaders(config, plan)
     plan = make_plan(config, output_dir=str(run_dir), dataset_sizes=train_dataset_sizes(loaders))
-    mask_plan = build_mask_plan(config, plan)
+    mask_plan = check_plan(config, plan)    # again, with the real dataset sizes
     model = build_model(config, plan)
     run_dir.mkdir(parents=True, exist_ok=True)
     manager = CheckpointManager(current_series(run_dir), keep_last_k=config.checkpoint.keep_last_k,

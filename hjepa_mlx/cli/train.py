@@ -62,13 +62,19 @@ def run(argv: list[str] | None = None) -> int:
     if mx.default_device().type == mx.DeviceType.cpu:
         from hjepa_mlx import kernels
         print(kernels.describe())
+    if args.output_dir is not None:
+        from hjepa_mlx.config.rules import check_output_dir
+        check_output_dir(args.output_dir, "--output-dir")
     plan = make_plan(loaded.config, output_dir=args.output_dir)
+    from hjepa_mlx.plan_checks import check_plan, describe_masks
+    mask_plan = check_plan(loaded.config, plan)
     if args.dry_run:
         from hjepa_mlx.config import dump_yaml
 
         print("# resolved config")
         print(dump_yaml(loaded.config).rstrip())
         print(describe_plan(plan))
+        print(describe_masks(mask_plan))
         return 0
     if not blas.CHOICE.optimized and sys.platform == "linux" and not blas.user_disabled():
         raise UserError("refusing to train on MLX's reference BLAS (~2 GFLOP/s): " + blas.CHOICE.reason +

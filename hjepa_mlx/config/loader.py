@@ -19,6 +19,7 @@ import yaml
 
 from hjepa_mlx.config.aliases import ALIASES
 from hjepa_mlx.config.schema import Config
+from hjepa_mlx.config.yaml_reader import load_yaml
 from hjepa_mlx.errors import UserError
 
 _MISSING = object()
@@ -44,13 +45,7 @@ def read_yaml(path: str | Path) -> dict:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read config file {p}: {exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{p}: invalid YAML{where}: {problem}") from None
+    raw = load_yaml(text, str(p))
     if raw is None:
         raise UserError(f"{p}: the config file is empty; start from configs/quickstart.yaml")
     if not isinstance(raw, dict):
@@ -167,8 +162,16 @@ def _type_name(tp) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
+MAX_INT = 2 ** 53          # larger integers are never meaningful here (and lose precision as floats)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
 def _scalar(value, tp, path: str, source: str):
-    bad = UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {value!r}")
+    bad = UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {_short(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -176,10 +179,12 @@ def _scalar(value, tp, path: str, source: str):
     if tp is int:
         if isinstance(value, bool):
             raise bad
-        if isinstance(value, int):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int):
+            if abs(value) > MAX_INT:     # 10**400 would plan "0 steps" or overflow later
+                raise UserError(f"{source}: '{path}' = {_short(value)} is too large (at most {MAX_INT:,})")
+            return value
         raise bad
     if tp is float:
         if isinstance(value, bool):
@@ -191,13 +196,23 @@ def _scalar(value, tp, path: str, source: str):
             except ValueError:
                 raise bad from None
         if isinstance(value, (int, float)):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:        # an integer with hundreds of digits
+                raise UserError(f"{source}: '{path}' = {_short(value)} is too large to be a number") from None
             if not math.isfinite(value):
-                raise bad
+                raise UserError(f"{source}: '{path}' must be a finite number, got {_short(value)}")
             return value
         raise bad
     if tp is str:
         if isinstance(value, str):
+            if "\x00" in value:
+                raise UserError(f"{source}: '{path}' contains a NUL character; remove it")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{source}: '{path}' contains a lone surrogate (not valid Unicode text); "
+                                f"retype the value") from None
             return value
         raise bad
     raise TypeError(f"schema type not handled: {tp}")
@@ -295,9 +310,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise UserError(f"--set {text!r}: the key must be a dotted path like training.lr")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
+        parsed = load_yaml(value, f"--set {key}") if value.strip() else ""
+    except UserError as exc:
+        if "invalid YAML" not in str(exc):
+            raise                       # cyclic / too deep / duplicate keys
+        parsed = value                  # plain text that is not YAML: a string
     return key, parsed
 
 
