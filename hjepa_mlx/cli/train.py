@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from hjepa_mlx.errors import one_line
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

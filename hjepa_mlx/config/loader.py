@@ -93,7 +93,7 @@ def _merge(canonical: Any, legacy: Any, legacy_path: str, canonical_path: str, s
                            if key in canonical else value)
         return merged
     if canonical != legacy:
-        raise UserError(f"{source}: '{legacy_path}' ({legacy!r}) and '{canonical_path}' ({canonical!r}) are two "
+        raise UserError(f"{source}: '{legacy_path}' ({_short(legacy)}) and '{canonical_path}' ({_short(canonical)}) are two "
                         f"spellings of the same key with different values; keep one")
     return canonical
 
@@ -227,10 +227,10 @@ def _check_range(value, meta: dict, path: str, source: str) -> None:
     for v in values:
         if lo is not None and (v < lo or (lo_open and v == lo)):
             interval = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
-            raise UserError(f"{source}: '{path}' = {value!r} is out of range; it must lie in {interval}")
+            raise UserError(f"{source}: '{path}' = {_short(value)} is out of range; it must lie in {interval}")
         if hi is not None and (v > hi or (hi_open and v == hi)):
             interval = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi}{')' if hi_open else ']'}"
-            raise UserError(f"{source}: '{path}' = {value!r} is out of range; it must lie in {interval}")
+            raise UserError(f"{source}: '{path}' = {_short(value)} is out of range; it must lie in {interval}")
     if meta.get("ordered") and values[0] > values[1]:
         raise UserError(f"{source}: '{path}' = {list(value)} must be [low, high] with low <= high")
     if "min_len" in meta and len(values) < meta["min_len"]:
@@ -251,21 +251,21 @@ def _convert(value, tp, path: str, source: str):
         if value not in choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"{source}: '{path}' = {value!r} is not allowed; choose {_type_name(tp)}{hint}")
+            raise UserError(f"{source}: '{path}' = {_short(value)} is not allowed; choose {_type_name(tp)}{hint}")
         return value
     section = _section_type(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path + ".", source)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {value!r}")
+            raise UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {_short(value)}")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             if section is not None:
                 return tuple(_build(section, v, f"{path}[{i}].", source) for i, v in enumerate(value))
             return tuple(_scalar(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value))
         if len(value) != len(args):
-            raise UserError(f"{source}: '{path}' must be a list of {len(args)} numbers, got {value!r}")
+            raise UserError(f"{source}: '{path}' must be a list of {len(args)} numbers, got {_short(value)}")
         return tuple(_scalar(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
     return _scalar(value, tp, path, source)
 
@@ -273,13 +273,13 @@ def _convert(value, tp, path: str, source: str):
 def _build(cls, raw, prefix: str, source: str):
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: '{where}' must be a mapping of keys, got {raw!r}")
+        raise UserError(f"{source}: '{where}' must be a mapping of keys, got {_short(raw)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in names:
             path = f"{prefix}{key}"
-            raise UserError(f"{source}: unknown key '{path}'; {_suggest(path, cls, prefix)}")
+            raise UserError(f"{source}: unknown key {_short(path)}; {_suggest(path, cls, prefix)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in raw:
@@ -304,11 +304,11 @@ def _leaf_paths(tree: dict, prefix: str = "") -> set[str]:
 def parse_override(text: str) -> tuple[str, Any]:
     """`a.b.c=value` -> ("a.b.c", value); the value is read as YAML (numbers, lists, true/false)."""
     if "=" not in text:
-        raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set training.epochs=2")
+        raise UserError(f"--set {_short(text)}: expected KEY=VALUE, e.g. --set training.epochs=2")
     key, _, value = text.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise UserError(f"--set {text!r}: the key must be a dotted path like training.lr")
+        raise UserError(f"--set {_short(text)}: the key must be a dotted path like training.lr")
     try:
         parsed = load_yaml(value, f"--set {key}") if value.strip() else ""
     except UserError as exc:
