@@ -342,6 +342,18 @@ class CheckpointManager:
             return found
         return load_checkpoint(Path(where), template)
 
+    def _latest_or_newest(self) -> Path | None:
+        """The file `latest` names, else (no pointer, or one naming a missing file) the newest step
+        checkpoint; None when there is none. Its integrity is checked when it is loaded."""
+        latest = self.latest()
+        if latest is not None and latest.is_file():
+            return latest
+        files = self.step_checkpoints()
+        if files:
+            print(f"checkpoint: {self.dir} has no usable '{LATEST}' pointer; using the newest checkpoint, "
+                  f"{files[-1].name}")
+        return files[-1] if files else None
+
     def _newest_good(self, template):
         latest = self.latest()
         candidates, problems = [], []

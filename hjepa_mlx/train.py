@@ -122,6 +122,7 @@ def _train(loaded: LoadedConfig, plan: Plan, *, resume: str | None, resume_with_
         restored = manager.load(resume, state)
         if restored is None:
             print(f"resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from scratch")
+            truncate_metrics(run_dir, {"step": 0}, checkpoint_in_run=False)   # rows of a run killed before its first save
         else:
             state, meta = restored
             fork = check_resume(config, meta, plan, run_dir, resume_with_changes)
