@@ -5,13 +5,15 @@ Keys in SAFE_TO_CHANGE change neither the math nor the data order (logging, eval
 worker threads, where the data lives, and `training.epochs`, which extends or shortens the run: the
 lr and EMA schedules are stretched over the new length, and a note says so). Any other difference is
 refused with the list of differences, unless `--resume-with-changes`: then the run forks into a new
-checkpoint series (`checkpoint_series.py`) and the original checkpoints are never touched.
+checkpoint series (`checkpoint_series.py`); the original checkpoints are never touched, and the original
+`config.yaml` and `metrics.jsonl` are kept as `config-fork<N>-from.yaml` / `metrics-fork<N>-from.jsonl`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from hjepa_mlx.errors import UserError
@@ -98,9 +100,12 @@ def check_resume(config, meta: dict, plan, run_dir: Path, allow_changes: bool) -
                         f"config ({run_dir / 'config.yaml'}), or pass --resume-with-changes to continue in a "
                         f"new checkpoint series (the original checkpoints are kept)")
     fork = next_series(run_dir)
+    tag = fork.name.split("-", 1)[1]
     old_config = run_dir / "config.yaml"
     if old_config.is_file():
-        os.replace(old_config, run_dir / f"config-{fork.name.split('-', 1)[1]}-from.yaml")
+        os.replace(old_config, run_dir / f"config-{tag}-from.yaml")
+    if (run_dir / "metrics.jsonl").is_file():    # the fork cuts rows after its checkpoint: keep the original's
+        shutil.copy2(run_dir / "metrics.jsonl", run_dir / f"metrics-{tag}-from.jsonl")
     print(f"resume: --resume-with-changes: {listing}; continuing in a new checkpoint series {fork} (the "
           f"original checkpoints are kept unchanged)")
     return fork

@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from hjepa_mlx.build import (build_loaders, build_mask_plan, build_model, collapse_settings, step_settings,
+from hjepa_mlx.build import (build_loaders, build_model, collapse_settings, step_settings,
                              train_dataset_sizes)
 from hjepa_mlx.collapse import CollapseMonitor, probe_batches
 from hjepa_mlx.checkpoint import CheckpointManager

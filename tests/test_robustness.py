@@ -121,6 +121,32 @@ def test_config_fuzzer_gives_one_line_or_a_valid_plan(cached_masks, capsys):
 QUICK = yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())
 
 
+SET_TEXTS = ["", "null", "-1", "0", "1e999", "-.inf", ".nan", "[1, 2", "{a: 1}", "abc", "1" * 400, "&a [*a]",
+             "x\udcff", "[" * 100 + "]" * 100, "true", "2.5", "[0.5, 0.4]", "[1, 1]", "{}", "[]", "64", "99999"]
+
+
+def test_set_fuzzer_gives_one_line_or_a_valid_plan(cached_masks, capsys):
+    from hjepa_mlx.config.loader import _all_paths
+    from hjepa_mlx.config.schema import Config
+
+    rng = random.Random(17)
+    keys = _all_paths(Config)
+    outcomes = {"ok": 0, "error": 0}
+    for i in range(120):
+        override = f"{rng.choice(keys)}={rng.choice(SET_TEXTS)}"
+        try:
+            result = validate(QUICK, [override])
+        except Exception as exc:
+            pytest.fail(f"--set {override!r:.80} raised {type(exc).__name__}: {exc}")
+        if result != "ok":
+            assert "\n" not in result and len(result) < 1000, (override, result)
+        outcomes["ok" if result == "ok" else "error"] += 1
+    capsys.readouterr()
+    assert outcomes["error"] > 60 and outcomes["ok"] >= 1, outcomes
+
+
+
+
 def with_set(*overrides):
     return validate(QUICK, overrides)
 

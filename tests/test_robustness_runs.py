@@ -16,7 +16,6 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-import yaml
 
 from hjepa_mlx.checkpoint import CheckpointManager, save_checkpoint
 from hjepa_mlx.checkpoint_integrity import HASH_KEY, CorruptCheckpoint, content_hash
@@ -194,10 +193,12 @@ TINY = TINY_RUN + ["data.batch_size=4", "data.synthetic.num_train=28", "data.syn
 
 
 def train(out: Path, *extra, resume=False):
-    args = [str(QUICK), "--output-dir", str(out)] + (["--resume", "auto"] if resume else [])
-    for item in TINY + [a for a in extra if not a.startswith("--")]:
+    """main() on the tiny config; `extra`: --set items, and flags (starting with --, with their values)."""
+    flags = [a for i, a in enumerate(extra) if a.startswith("--") or (i and extra[i - 1] == "--resume")]
+    args = [str(QUICK), "--output-dir", str(out)] + (["--resume", "auto"] if resume else []) + flags
+    for item in TINY + [a for a in extra if a not in flags]:
         args += ["--set", item]
-    return main(args + [a for a in extra if a.startswith("--")])
+    return main(args)
 
 
 def weights(run_dir: Path, series="checkpoints") -> dict:
@@ -238,19 +239,21 @@ def test_mid_epoch_checkpoints_resume_bit_identically_and_forks_keep_the_origina
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert metric_rows(cut) == metric_rows(straight)                # no step logged twice, none missing
 
-    # a changed lr is refused and changes nothing; with --resume-with-changes it forks
+    # from the step-8 checkpoint, a changed lr is refused and changes nothing; --resume-with-changes forks
+    step8 = str(cut / "checkpoints" / "step_00000008.safetensors")
     before = tree_digest(cut)
     capsys.readouterr()
-    assert train(cut, "training.lr=0.002", "training.epochs=3", resume=True) == 2
+    assert train(cut, "training.lr=0.002", "--resume", step8) == 2
     err = capsys.readouterr().err
     assert "resume refused" in err and "training.lr: 0.001 -> 0.002" in err
     assert {k: v for k, v in tree_digest(cut).items() if k != ".lock"} == \
            {k: v for k, v in before.items() if k != ".lock"}
-    assert train(cut, "training.lr=0.002", "training.epochs=3", "--resume-with-changes", resume=True) == 0
+    assert train(cut, "training.lr=0.002", "--resume-with-changes", "--resume", step8) == 0
     after = tree_digest(cut)
     for name, digest in before.items():
         if name.startswith("checkpoints/"):
             assert after[name] == digest, name                        # the original series is untouched
-    fork_meta = json.loads((cut / "checkpoints-fork1" / "step_00000018.json").read_text())
-    assert fork_meta["config"]["training"]["lr"] == 0.002
-    assert yaml.safe_load((cut / "config-fork1-from.yaml").read_text())["training"]["lr"] == 0.001
+    assert after["metrics-fork1-from.jsonl"] == before["metrics.jsonl"]
+    assert after["config-fork1-from.yaml"] == before["config.yaml"]
+    fork_meta = json.loads((cut / "checkpoints-fork1" / "step_00000012.json").read_text())
+    assert fork_meta["config"]["training"]["lr"] == 0.002 and fork_meta["step"] == 12
