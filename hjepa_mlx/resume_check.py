@@ -106,8 +106,11 @@ def check_resume(config, meta: dict, plan, run_dir: Path, allow_changes: bool) -
         os.replace(old_config, run_dir / f"config-{tag}-from.yaml")
     if (run_dir / "metrics.jsonl").is_file():    # the fork cuts rows after its checkpoint: keep the original's
         shutil.copy2(run_dir / "metrics.jsonl", run_dir / f"metrics-{tag}-from.jsonl")
-    print(f"resume: --resume-with-changes: {listing}; continuing in a new checkpoint series {fork} (the "
-          f"original checkpoints are kept unchanged)")
+    line = (f"resume: --resume-with-changes: {listing}; continuing in a new checkpoint series {fork} (the "
+            f"original checkpoints are kept unchanged)")
+    print(line)
+    with open(run_dir / "train.log", "a", encoding="utf-8") as log:    # on record beside the run's lines
+        log.write(line + "\n")
     return fork
 
 

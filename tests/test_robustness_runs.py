@@ -168,6 +168,7 @@ def test_config_differences_split_safe_from_math_changing_keys(tmp_path, capsys)
     (tmp_path / "config.yaml").write_text("original\n")
     fork = check_resume(changed, meta, plan, tmp_path, allow_changes=True)
     assert fork == tmp_path / "checkpoints-fork1"
+    assert "--resume-with-changes: data.batch_size: 32 -> 16" in (tmp_path / "train.log").read_text()
     assert (tmp_path / "config-fork1-from.yaml").read_text() == "original\n"
     safe = load_config(QUICK, ["logging.log_frequency=5", "training.epochs=4"]).config
     assert check_resume(safe, meta, make_plan(safe), tmp_path, allow_changes=False) is None
