@@ -45,12 +45,27 @@ def rows(out: Path) -> list[tuple]:
     return [(r["step"], tuple(sorted(k for k in r if k not in ("time", "images_per_s", "memory_gb")))) for r in got]
 
 
-def kill_during_a_write(proc, ckdir: Path, deadline: float) -> None:
-    """SIGKILL as soon as a checkpoint temp file exists (a save in progress), or at the deadline."""
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ckdir.is_dir() and any(p.name.endswith(".tmp") for p in os.scandir(ckdir)):
-            break
+def newest(ckdir: Path) -> str:
+    try:
+        return (ckdir / "latest").read_text()
+    except OSError:
+        return ""
+
+
+def temp_files(ckdir: Path) -> set:
+    try:
+        return {(e.name, e.inode(), e.stat().st_mtime_ns) for e in os.scandir(ckdir) if e.name.endswith(".tmp")}
+    except OSError:     # the directory does not exist yet, or the file went away under us
+        return set()
+
+
+def kill_when(proc, ready, delay: float, limit: float = 600.0) -> None:
+    """SIGKILL `delay` seconds after `ready()` first holds (polled every 0.5 ms), so the kill lands in
+    training whatever the machine's speed; at `limit` seconds at the latest."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
         time.sleep(0.0005)
+    time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
 
 
@@ -65,12 +80,13 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path):
     while kills < KILLS and attempts < 3 * KILLS:
         attempts += 1
         proc = subprocess.Popen(command(cut), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        start = time.monotonic()
-        if kills % 2:
-            kill_during_a_write(proc, cut / "checkpoints", start + rng.uniform(3.0, 12.0))
-        else:
-            time.sleep(rng.uniform(1.0, 8.0))
-            proc.send_signal(signal.SIGKILL)
+        ckdir = cut / "checkpoints"
+        if kills % 2:       # while a checkpoint is being written (a new temp file exists)
+            left = temp_files(ckdir)      # a temp file left by the previous kill does not count
+            kill_when(proc, lambda: bool(temp_files(ckdir) - left), 0.0)
+        else:               # at a random moment after the run has saved one more checkpoint
+            before = newest(ckdir)
+            kill_when(proc, lambda: newest(ckdir) != before, rng.uniform(0.0, 0.4))
         proc.wait()
         if proc.returncode == -signal.SIGKILL:
             kills += 1
