@@ -33,6 +33,8 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from hjepa_mlx.checkpoint_integrity import (HASH_KEY, CorruptCheckpoint, check_state_step, content_hash,
+                                           nonfinite_keys, validate_metadata, verify_arrays)
 from hjepa_mlx.errors import UserError
 
 FORMAT_VERSION = 1
@@ -173,8 +175,13 @@ def save_checkpoint(directory: str | Path, state, metadata: dict, *, name: str) 
     directory = Path(directory)
     if Path(name).name != name or name in (LATEST, BEST) or not name:
         raise ValueError(f"checkpoint name {name!r} must be a plain file name other than {LATEST!r}/{BEST!r}")
-    meta_text = json.dumps({**metadata, "format_version": FORMAT_VERSION}, indent=1, allow_nan=True)
     arrays = flatten_state(state)
+    poisoned = nonfinite_keys(arrays)
+    if poisoned:   # never let a NaN state replace the good checkpoints (or move `latest` to it)
+        raise UserError(f"refusing to save a checkpoint: the state holds NaN/Inf ('{poisoned[0]}' and "
+                        f"{len(poisoned) - 1} more); the checkpoints in {directory} were left as they were")
+    meta_text = json.dumps({**metadata, "format_version": FORMAT_VERSION, HASH_KEY: content_hash(arrays)},
+                           indent=1, allow_nan=True)
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob(".*.tmp"):   # temp files left by a save that was killed
         stale.unlink(missing_ok=True)
@@ -201,23 +208,37 @@ def load_checkpoint(path: str | Path, template) -> tuple[object, dict]:
         arrays, embedded = mx.load(str(path), format="safetensors", return_metadata=True)
         mx.eval(arrays)   # read everything now, so a truncated file fails here and not in the train step
     except Exception as exc:  # mlx raises RuntimeError/ValueError for truncated or foreign files
-        raise UserError(f"checkpoint {path} is unreadable ({exc}); it may be truncated or corrupt - resume "
-                        f"from another checkpoint in {path.parent} by passing its path") from None
+        raise CorruptCheckpoint(f"checkpoint {path} is unreadable ({exc}); it may be truncated or corrupt - "
+                                f"resume from another checkpoint in {path.parent} by passing its path") from None
+    meta = validate_metadata(path, _read_metadata(path, embedded))
     state = restore_state(arrays, template, path)
-    return state, _read_metadata(path, embedded)
+    verify_arrays(path, arrays, meta)
+    check_state_step(path, meta, state)
+    return state, meta
 
 
 def _read_metadata(path: Path, embedded: dict) -> dict:
+    """The sidecar JSON; the copy inside the safetensors header when the sidecar is missing, corrupt or
+    differs from it (the copy travels with the arrays it describes)."""
     meta_path = path.with_suffix(".json")
+    inner = None
+    if EMBEDDED_KEY in embedded:
+        try:
+            inner = json.loads(embedded[EMBEDDED_KEY])
+        except ValueError:
+            inner = None
     try:
-        return json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        if EMBEDDED_KEY in embedded:
+        meta = json.loads(meta_path.read_text())
+        if inner is not None and meta != inner:
+            raise ValueError("it differs from the copy inside the checkpoint")
+        return meta
+    except (OSError, ValueError) as exc:   # JSONDecodeError is a ValueError
+        if inner is not None:
             print(f"checkpoint: {meta_path.name} is missing or corrupt ({exc}); using the copy of the "
                   f"metadata stored inside {path.name}")
-            return json.loads(embedded[EMBEDDED_KEY])
-        raise UserError(f"checkpoint metadata {meta_path} is missing or corrupt ({exc}) and {path.name} holds "
-                        f"no copy; resume from another checkpoint in {path.parent}") from None
+            return inner
+        raise CorruptCheckpoint(f"checkpoint metadata {meta_path} is missing or corrupt ({exc}) and {path.name} "
+                                f"holds no usable copy; resume from another checkpoint in {path.parent}") from None
 
 
 # ------------------------------------------------------------------ a directory of checkpoints
@@ -304,32 +325,56 @@ class CheckpointManager:
                 f.unlink(missing_ok=True)
 
     def load(self, where: str | Path, template):
-        """where: 'auto' (the latest checkpoint here, or None when there is none yet), a checkpoint
-        file, or a run / checkpoints directory (its latest). -> (state, metadata)."""
+        """where: 'auto' (the newest good checkpoint here, or None when there is none yet), a checkpoint
+        file (exactly that one), or a run / checkpoints directory (its newest good one). A corrupt,
+        truncated or NaN checkpoint, or a `latest` naming a missing file, falls back to the newest good
+        one with a message. -> (state, metadata)."""
         if str(where) == "auto":
-            path = self._latest_or_newest()
-            if path is None:
-                return None
-        elif Path(where).is_dir():
+            return self._newest_good(template)
+        if Path(where).is_dir():
+            from hjepa_mlx.checkpoint_series import current_series
+
             root = Path(where)
-            path = CheckpointManager(root / "checkpoints" if (root / "checkpoints").is_dir() else root)._latest_or_newest()
-            if path is None:
+            found = CheckpointManager(current_series(root) if (root / "checkpoints").is_dir() else root)._newest_good(template)
+            if found is None:
                 raise UserError(f"no checkpoint in {where} (no '{LATEST}' pointer and no step_*.safetensors); "
                                 f"pass a checkpoint file or a run directory that holds one")
-        else:
-            path = Path(where)
-        return load_checkpoint(path, template)
+            return found
+        return load_checkpoint(Path(where), template)
 
     def _latest_or_newest(self) -> Path | None:
+        """The file `latest` names, else (no pointer, or one naming a missing file) the newest step
+        checkpoint; None when there is none. Its integrity is checked when it is loaded."""
         latest = self.latest()
-        if latest is not None:
-            if not latest.is_file():
-                raise UserError(f"{self.dir / LATEST} names {latest.name}, which does not exist; pass the path "
-                                f"of another checkpoint in {self.dir} to --resume")
+        if latest is not None and latest.is_file():
             return latest
-        complete = [p for p in self.step_checkpoints() if p.with_suffix(".json").is_file()]
-        if complete:
-            print(f"checkpoint: {self.dir} has no '{LATEST}' pointer; using the newest complete "
-                  f"checkpoint, {complete[-1].name}")
-            return complete[-1]
+        files = self.step_checkpoints()
+        if files:
+            print(f"checkpoint: {self.dir} has no usable '{LATEST}' pointer; using the newest checkpoint, "
+                  f"{files[-1].name}")
+        return files[-1] if files else None
+
+    def _newest_good(self, template):
+        latest = self.latest()
+        candidates, problems = [], []
+        if latest is not None:
+            if latest.is_file():
+                candidates.append(latest)
+            else:
+                problems.append(f"{self.dir / LATEST} names {latest.name}, which does not exist")
+        elif self.step_checkpoints():
+            print(f"checkpoint: {self.dir} has no '{LATEST}' pointer; using the newest complete checkpoint")
+        candidates += [p for p in reversed(self.step_checkpoints()) if p not in candidates]
+        for path in candidates:
+            try:
+                found = load_checkpoint(path, template)
+            except CorruptCheckpoint as exc:
+                problems.append(str(exc))
+                continue
+            if problems:
+                print(f"checkpoint: {'; '.join(problems)}; falling back to {path.name}, the newest good checkpoint")
+            return found
+        if problems:
+            raise UserError(f"no usable checkpoint in {self.dir}: {'; '.join(problems)}; start a new run with "
+                            f"--output-dir NEW_DIR")
         return None

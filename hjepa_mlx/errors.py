@@ -8,6 +8,11 @@ class UserError(Exception):
     """A problem in the user's input, with a message that says what is wrong and what to do."""
 
 
+def one_line(exc: BaseException) -> str:
+    """The message on one line: a value quoted from hostile input may hold newlines."""
+    return " ".join(str(exc).splitlines())
+
+
 def run_for_user(action) -> int:
     """A command's exit code: run `action()` (after the BLAS line); 0 when it returns, 2 with its message
     on one stderr line (no traceback) when it raises UserError."""
@@ -20,5 +25,5 @@ def run_for_user(action) -> int:
         action()
         return 0
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -66,7 +66,8 @@ def find_checkpoint(where: Path) -> Path:
     from hjepa_mlx.checkpoint import CheckpointManager
 
     if where.is_dir():
-        ckdir = where / "checkpoints" if (where / "checkpoints").is_dir() else where
+        from hjepa_mlx.checkpoint_series import current_series
+        ckdir = current_series(where) if (where / "checkpoints").is_dir() else where   # newest fork
         latest = CheckpointManager(ckdir)._latest_or_newest()
         if latest is None:
             raise UserError(f"no checkpoint in {where} (no checkpoints/latest and no step_*.safetensors); "

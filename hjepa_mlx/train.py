@@ -5,6 +5,7 @@ Sync discipline: one `mx.eval(state, metrics)` per optimizer step; Python floats
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -14,10 +15,11 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from hjepa_mlx.build import (build_loaders, build_mask_plan, build_model, collapse_settings, step_settings,
+from hjepa_mlx.build import (build_loaders, build_model, collapse_settings, step_settings,
                              train_dataset_sizes)
 from hjepa_mlx.collapse import CollapseMonitor, probe_batches
 from hjepa_mlx.checkpoint import CheckpointManager
+from hjepa_mlx.checkpoint_series import current_series
 from hjepa_mlx.config import LoadedConfig, dump_yaml
 from hjepa_mlx.diagnostics import attention_heatmap, dataset_counts, gradient_histograms, mask_image
 from hjepa_mlx.distributed import SINGLE, Watchdog, World, check_same, mean_across, shard_masks, stop_vote
@@ -27,7 +29,11 @@ from hjepa_mlx.console import Console
 from hjepa_mlx.live import LiveRun, activity_costs
 from hjepa_mlx.pictures import Pictures
 from hjepa_mlx.plan import Plan, describe_plan, make_plan
+from hjepa_mlx.plan_checks import check_plan
+from hjepa_mlx.resume_check import check_resume, truncate_metrics
+from hjepa_mlx.run_lock import RunLock
 from hjepa_mlx.run_logging import RunLogger, SilentLogger
+from hjepa_mlx.save_schedule import MidEpochSaves
 from hjepa_mlx.state import init_state
 from hjepa_mlx.step import make_eval_step, make_train_step
 
@@ -73,7 +79,16 @@ def device_batch(host_batches: list[dict], masks: list, two_views: bool) -> dict
 def _metadata(config, plan: Plan, epoch: int, batch_in_epoch: int, step: int, best) -> dict:
     from hjepa_mlx.config import to_dict
     return {"config": to_dict(config), "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step,
-            "seed": config.experiment.seed, "best_metric": best, "total_steps": plan.total_steps}
+            "seed": config.experiment.seed, "best_metric": best, "total_steps": plan.total_steps,
+            "metrics_bytes": _metrics_bytes(plan.run_dir)}
+
+
+def _metrics_bytes(run_dir) -> int:
+    """Length of metrics.jsonl at save time: a resume cuts the rows written after the checkpoint."""
+    try:
+        return (Path(run_dir) / "metrics.jsonl").stat().st_size
+    except OSError:
+        return 0
 
 
 def _saved_line(path: Path, state, keep_last_k: int) -> str:
@@ -91,21 +106,29 @@ def _check_run_dir(run_dir: Path, resume: str | None) -> None:
                         f"--output-dir NEW_DIR to start another (nothing was changed)")
 
 
-def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, budget_s: float | None = None,
-          seed_name: str | None = None, world: World = SINGLE) -> int:
-    """world: the data-parallel processes (hjepa_mlx/distributed.py); rank 0 alone writes the run directory
-    and draws the console. budget_s, seed_name: for the live estimate (hjepa_mlx/live.py)."""
+def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, resume_with_changes: bool = False,
+          budget_s: float | None = None, seed_name: str | None = None, world: World = SINGLE) -> int:
+    """Run training in plan.run_dir; rank 0 holds the directory's lock (one run per directory) and alone
+    writes it. world: the data-parallel processes (hjepa_mlx/distributed.py); budget_s, seed_name: for the
+    live estimate (hjepa_mlx/live.py)."""
+    _check_run_dir(Path(plan.run_dir), resume)
+    with RunLock(plan.run_dir) if world.is_main else contextlib.nullcontext():
+        return _train(loaded, plan, resume=resume, resume_with_changes=resume_with_changes, budget_s=budget_s,
+                      seed_name=seed_name, world=world)
+
+
+def _train(loaded: LoadedConfig, plan: Plan, *, resume: str | None, resume_with_changes: bool,
+           budget_s: float | None, seed_name: str | None, world: World) -> int:
     config = loaded.config
     run_dir = Path(plan.run_dir)
-    _check_run_dir(run_dir, resume)
 
     loaders = build_loaders(config, plan, world)
     plan = make_plan(config, output_dir=str(run_dir), dataset_sizes=train_dataset_sizes(loaders), world=world)
-    mask_plan = build_mask_plan(config, plan)
+    mask_plan = check_plan(config, plan)    # again, with the real dataset sizes
     model = build_model(config, plan, world=world, quiet=not world.is_main)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    manager = CheckpointManager(run_dir / "checkpoints", keep_last_k=config.checkpoint.keep_last_k,
+    manager = CheckpointManager(current_series(run_dir), keep_last_k=config.checkpoint.keep_last_k,
                                 metric=config.checkpoint.metric, mode=config.checkpoint.mode)
     if not world.is_main:
         manager.save = lambda *args, **kwargs: None     # rank 0 writes the checkpoints every rank resumes from
@@ -115,10 +138,22 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, budget
         restored = manager.load(resume, state)
         if restored is None:
             print(f"resume: no checkpoint in {run_dir / 'checkpoints'} yet; starting from scratch")
+            if world.is_main:      # rows of a run killed before its first save
+                truncate_metrics(run_dir, {"step": 0}, checkpoint_in_run=False)
         else:
             state, meta = restored
+            # every rank refuses a changed config alike; only rank 0 forks and trims the run directory's files
+            fork = None
+            if world.is_main or not resume_with_changes:
+                fork = check_resume(config, meta, plan, run_dir, resume_with_changes)
+            if fork is not None:
+                manager = CheckpointManager(fork, keep_last_k=manager.keep_last_k, metric=manager.metric, mode=manager.mode)
+            if world.is_main:
+                truncate_metrics(run_dir, meta, checkpoint_in_run=str(resume) == "auto")
             start_epoch, start_batch, best = meta["epoch"], meta["batch_in_epoch"], meta.get("best_metric")
             print(f"resume: step {meta['step']}, epoch {start_epoch + 1}, batch {start_batch}")
+    if not world.is_main:
+        manager.save = lambda *args, **kwargs: None     # (again: resume may have opened a fork series)
     from hjepa_mlx.config import to_dict
     check_same(world, state, config_dict=to_dict(config), when="at the start")
     if world.is_main:
@@ -145,6 +180,7 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, budget
                    console=None if world.is_main else Console(open(os.devnull, "w"), tty=False))
     pictures = Pictures(run_dir, config, plan)
     live.before_first_step()
+    saves = MidEpochSaves(config.checkpoint.save_every_steps, config.checkpoint.save_every_minutes)
     with StopRequested() as stop:
         for epoch in range(start_epoch, config.training.epochs):
             batches = loaders.train.epoch(epoch, start_batch=start_batch * k)
@@ -214,6 +250,11 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, budget
                                     f"--resume auto")
                     logger.close()
                     return 130
+                if saves.due(step_no + 1, batch_in_epoch == steps_per_epoch - 1):
+                    saved = manager.save(state, _metadata(config, plan, epoch, batch_in_epoch + 1, step_no + 1, best),
+                                         epoch=epoch)
+                    if saved:
+                        logger.log_line(f"mid-epoch {_saved_line(saved, state, manager.keep_last_k)}")
             start_batch = 0
             if lg.log_dataset_distribution and epoch_ids:
                 logger.log_scalars(int(state["step"].item()), dataset_counts(np.concatenate(epoch_ids), dataset_names),
@@ -234,16 +275,19 @@ def train(loaded: LoadedConfig, plan: Plan, *, resume: str | None = None, budget
                 logger.log_scalars(int(state["step"].item()), knn, epoch=epoch)
                 logger.log_line(f"epoch {epoch + 1}: " + ", ".join(f"{n} {v:.3f}" for n, v in knn.items()))
             metric_value = {"val_loss": val, "knn_top1": (knn or {}).get("knn_top1")}.get(config.checkpoint.metric)
-            if (epoch + 1) % config.checkpoint.save_frequency == 0 or epoch + 1 == config.training.epochs:
+            # a new best is saved whenever it is measured, whatever save_frequency says
+            if ((epoch + 1) % config.checkpoint.save_frequency == 0 or epoch + 1 == config.training.epochs
+                    or (config.checkpoint.save_best and manager.improves(metric_value))):
                 if metric_value is not None and config.checkpoint.save_best:
                     if best is None or (metric_value < best if config.checkpoint.mode == "min" else metric_value > best):
                         best = metric_value
-                with live.phase("checkpoint", f"saving a checkpoint into {run_dir / 'checkpoints'} ..."):
+                with live.phase("checkpoint", f"saving a checkpoint into {manager.dir} ..."):
                     saved = manager.save(state, _metadata(config, plan, epoch + 1, 0, int(state["step"].item()), best),
                                          epoch=epoch + 1,
                                          metric_value=metric_value if config.checkpoint.save_best else None)
                 if saved:
                     logger.log_line(_saved_line(saved, state, manager.keep_last_k))
+                saves.mark_saved()
     if lg.plot_frequency and world.is_main:
         with live.phase("plots", f"drawing {run_dir / 'plots'}/curves.png ..."):
             pictures.plots()

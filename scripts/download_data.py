@@ -124,30 +124,79 @@ def fetch(url: str, dest: Path) -> Path:
     return dest
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path.resolve().is_relative_to(root)
+_MAX_LINK_HOPS = 40      # like the kernel's ELOOP limit
+
+
+def _parts(name: str) -> tuple[str, ...]:
+    return tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
+
+
+def _resolve(parts: tuple[str, ...], links: dict, hops: int = 0) -> tuple[str, ...] | None:
+    """Where `parts` (relative to the extraction root) really lands once the symlinks the archive has
+    declared so far are followed, as components relative to the root; None when it leaves the root (or
+    loops). The target directory starts empty, so the archive's own links are all there is."""
+    here: list[str] = []
+    for i, part in enumerate(parts):
+        if part == "..":
+            if not here:
+                return None
+            here.pop()
+            continue
+        here.append(part)
+        target = links.get(tuple(here))
+        if target is not None:
+            if hops >= _MAX_LINK_HOPS:
+                return None
+            return _resolve(target + parts[i + 1:], links, hops + 1)
+    return tuple(here)
 
 
 def check_members(tar: tarfile.TarFile, root: Path, shown: Path | None = None) -> list[tarfile.TarInfo]:
-    """Every member of the archive, or DownloadError naming the first one that could escape `root`
-    (`shown`: the directory to name in the message, default root)."""
-    root = root.resolve()
+    """Every member of the archive, or DownloadError naming the first one that could reach outside
+    `root` (`shown`: the directory to name in the message, default root). Each member's final path is
+    resolved through the links declared before it (a chain like `a -> .`, `a/b -> ..` is caught), every
+    link is checked again against the final set of links, and only regular files, directories and links
+    that stay inside are allowed (no devices, FIFOs, absolute paths or '..')."""
     shown = shown or root
     members = tar.getmembers()
+    links: dict[tuple[str, ...], tuple[str, ...]] = {}      # symlink location -> its target, from the root
+    owner: dict[tuple[str, ...], tarfile.TarInfo] = {}      # symlink location -> its member
+
+    def outside_link(member):
+        return DownloadError(f"refusing to extract link {member.name!r} -> {member.linkname!r}: it points "
+                             f"outside {shown}")
+
     for member in members:
         name = member.name
-        if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in Path(name).parts:
+        if (name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in _parts(name) or "\x00" in name
+                or (len(name) > 1 and name[1] == ":") or not _parts(name)):
             raise DownloadError(f"refusing to extract {name!r}: absolute path or '..' in the archive")
-        if not _inside(root / name, root):
+        parts = _parts(name)
+        parent = _resolve(parts[:-1], links)
+        if parent is None:
             raise DownloadError(f"refusing to extract {name!r}: it points outside {shown}")
+        where = parent + parts[-1:]
         if member.issym() or member.islnk():
+            target = member.linkname
+            if os.path.isabs(target) or target.startswith(("/", "\\")) or "\x00" in target:
+                raise outside_link(member)
             # a symlink's target is relative to its own directory, a hard link's to the archive root
-            base = (root / name).parent if member.issym() else root
-            if os.path.isabs(member.linkname) or not _inside(base / member.linkname, root):
-                raise DownloadError(f"refusing to extract link {name!r} -> {member.linkname!r}: it points "
-                                    f"outside {shown}")
-        elif not (member.isfile() or member.isdir()):
+            full = (parent if member.issym() else ()) + tuple(p for p in target.replace("\\", "/").split("/")
+                                                              if p not in ("", "."))
+            links.pop(where, None)          # the new link replaces whatever was at its place
+            if _resolve(full, links) is None:
+                raise outside_link(member)
+            if member.issym():
+                links[where], owner[where] = full, member
+        elif member.isfile() or member.isdir():
+            if _resolve(where, links) is None:      # a file written through an existing link
+                raise DownloadError(f"refusing to extract {name!r}: it points outside {shown}")
+            member.mode &= 0o755            # no setuid/setgid/sticky bits (the data filter does this too)
+        else:
             raise DownloadError(f"refusing to extract {name!r}: not a regular file, directory or link")
+    for where, full in links.items():       # later links can change where an earlier one leads
+        if _resolve(full, links) is None:
+            raise outside_link(owner[where])
     return members
 
 

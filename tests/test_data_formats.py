@@ -157,7 +157,7 @@ def test_stl10_missing_labels_and_bad_sizes(tmp_path):
     with pytest.raises(UserError, match="test_y.bin is missing"):
         STL10Dataset(tmp_path, "test")
     np.array([1, 2], np.uint8).tofile(tmp_path / "stl10_binary" / "train_y.bin")     # 2 labels, 3 images
-    with pytest.raises(UserError, match="train_y.bin: expected 3 labels"):
+    with pytest.raises(UserError, match="train_y.bin: 2 labels for the 3 images"):
         STL10Dataset(tmp_path, "train")
     with pytest.raises(UserError, match="unknown split"):
         STL10Dataset(tmp_path, "everything")
@@ -205,8 +205,13 @@ def test_imagenet100_fixed_wnids(tmp_path):
         (split / w).mkdir()
     Image.new("RGB", (2, 2)).save(split / IMAGENET100_WNIDS[5] / "a.JPEG")
     Image.new("RGB", (2, 2)).save(split / "n99999999" / "b.JPEG")
+    with pytest.raises(UserError, match="holds no images"):          # an empty class folder is refused
+        build_dataset("imagenet100", str(tmp_path), "train")
+    for w in IMAGENET100_WNIDS:
+        if w != IMAGENET100_WNIDS[5]:
+            Image.new("RGB", (2, 2)).save(split / w / "a.JPEG")
     ds = build_dataset("imagenet100", str(tmp_path), "train")
-    assert ds.num_classes == 100 and len(ds) == 1 and ds.load(0)[1] == 5 and ds.name == "imagenet100"
+    assert ds.num_classes == 100 and len(ds) == 100 and ds.load(5)[1] == 5 and ds.name == "imagenet100"
 
 
 def test_registry_names_and_splits(tmp_path):

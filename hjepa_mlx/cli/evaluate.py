@@ -42,7 +42,8 @@ def _checkpoint_path(target: Path) -> tuple[Path, Path]:
     from hjepa_mlx.checkpoint import CheckpointManager
 
     if target.is_dir():
-        ckdir = target / "checkpoints" if (target / "checkpoints").is_dir() else target
+        from hjepa_mlx.checkpoint_series import current_series
+        ckdir = current_series(target) if (target / "checkpoints").is_dir() else target   # newest fork
         latest = CheckpointManager(ckdir).latest()
         if latest is None:
             raise UserError(f"no checkpoint in {target}: expected {ckdir}/latest (train first, or pass a .safetensors file)")

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="auto|PATH",
                    help="continue from the latest checkpoint in the run directory (auto) or from PATH "
                         "(default: start a new run; refused when the run directory holds checkpoints)")
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="resume although the config changes the math or data order (listed and logged); the run "
+                        "continues in a new checkpoint series (checkpoints-fork<N>/), the original is kept")
     p.add_argument("--device", choices=["auto", "cpu", "gpu", "mps", "cuda"],
                    help="override the config's device (default: the config's device)")
     p.add_argument("--dry-run", action="store_true",
@@ -108,13 +111,19 @@ def _run_in_world(args, loaded, world, budget_s, path) -> int:
         from hjepa_mlx import kernels
         say(kernels.describe())
     distributed.per_rank_batch(world, loaded.config.data.batch_size)
+    if args.output_dir is not None:
+        from hjepa_mlx.config.rules import check_output_dir
+        check_output_dir(args.output_dir, "--output-dir")
     plan = make_plan(loaded.config, output_dir=args.output_dir, world=world)
+    from hjepa_mlx.plan_checks import check_plan, describe_masks
+    mask_plan = check_plan(loaded.config, plan)
     if args.dry_run:
         from hjepa_mlx.config import dump_yaml
 
         say("# resolved config")
         say(dump_yaml(loaded.config).rstrip())
         say(describe_plan(plan))
+        say(describe_masks(mask_plan))
         if not args.no_calibrate and world.is_main:
             _print_calibrated_estimate(loaded.config, plan, args, budget_s, path)
         return 0
@@ -124,7 +133,10 @@ def _run_in_world(args, loaded, world, budget_s, path) -> int:
     from hjepa_mlx.train import train
 
     say(describe_plan(plan))
-    return train(loaded, plan, resume=args.resume, budget_s=budget_s, seed_name=Path(path).stem, world=world)
+    if args.resume_with_changes and args.resume is None:
+        raise UserError("--resume-with-changes needs --resume auto (or a checkpoint path)")
+    return train(loaded, plan, resume=args.resume, resume_with_changes=args.resume_with_changes, budget_s=budget_s,
+                 seed_name=Path(path).stem, world=world)
 
 
 def _print_calibrated_estimate(config, plan, args, budget_s, path) -> None:
@@ -146,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from hjepa_mlx.errors import one_line
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,6 +19,7 @@ import yaml
 
 from hjepa_mlx.config.aliases import ALIASES
 from hjepa_mlx.config.schema import Config
+from hjepa_mlx.config.yaml_reader import load_yaml
 from hjepa_mlx.errors import UserError
 
 _MISSING = object()
@@ -44,13 +45,7 @@ def read_yaml(path: str | Path) -> dict:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read config file {p}: {exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{p}: invalid YAML{where}: {problem}") from None
+    raw = load_yaml(text, str(p))
     if raw is None:
         raise UserError(f"{p}: the config file is empty; start from configs/quickstart.yaml")
     if not isinstance(raw, dict):
@@ -98,7 +93,7 @@ def _merge(canonical: Any, legacy: Any, legacy_path: str, canonical_path: str, s
                            if key in canonical else value)
         return merged
     if canonical != legacy:
-        raise UserError(f"{source}: '{legacy_path}' ({legacy!r}) and '{canonical_path}' ({canonical!r}) are two "
+        raise UserError(f"{source}: '{legacy_path}' ({_short(legacy)}) and '{canonical_path}' ({_short(canonical)}) are two "
                         f"spellings of the same key with different values; keep one")
     return canonical
 
@@ -167,8 +162,16 @@ def _type_name(tp) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
+MAX_INT = 2 ** 53          # larger integers are never meaningful here (and lose precision as floats)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
 def _scalar(value, tp, path: str, source: str):
-    bad = UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {value!r}")
+    bad = UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {_short(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -176,10 +179,12 @@ def _scalar(value, tp, path: str, source: str):
     if tp is int:
         if isinstance(value, bool):
             raise bad
-        if isinstance(value, int):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int):
+            if abs(value) > MAX_INT:     # 10**400 would plan "0 steps" or overflow later
+                raise UserError(f"{source}: '{path}' = {_short(value)} is too large (at most {MAX_INT:,})")
+            return value
         raise bad
     if tp is float:
         if isinstance(value, bool):
@@ -191,13 +196,23 @@ def _scalar(value, tp, path: str, source: str):
             except ValueError:
                 raise bad from None
         if isinstance(value, (int, float)):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:        # an integer with hundreds of digits
+                raise UserError(f"{source}: '{path}' = {_short(value)} is too large to be a number") from None
             if not math.isfinite(value):
-                raise bad
+                raise UserError(f"{source}: '{path}' must be a finite number, got {_short(value)}")
             return value
         raise bad
     if tp is str:
         if isinstance(value, str):
+            if "\x00" in value:
+                raise UserError(f"{source}: '{path}' contains a NUL character; remove it")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{source}: '{path}' contains a lone surrogate (not valid Unicode text); "
+                                f"retype the value") from None
             return value
         raise bad
     raise TypeError(f"schema type not handled: {tp}")
@@ -212,10 +227,10 @@ def _check_range(value, meta: dict, path: str, source: str) -> None:
     for v in values:
         if lo is not None and (v < lo or (lo_open and v == lo)):
             interval = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
-            raise UserError(f"{source}: '{path}' = {value!r} is out of range; it must lie in {interval}")
+            raise UserError(f"{source}: '{path}' = {_short(value)} is out of range; it must lie in {interval}")
         if hi is not None and (v > hi or (hi_open and v == hi)):
             interval = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi}{')' if hi_open else ']'}"
-            raise UserError(f"{source}: '{path}' = {value!r} is out of range; it must lie in {interval}")
+            raise UserError(f"{source}: '{path}' = {_short(value)} is out of range; it must lie in {interval}")
     if meta.get("ordered") and values[0] > values[1]:
         raise UserError(f"{source}: '{path}' = {list(value)} must be [low, high] with low <= high")
     if "min_len" in meta and len(values) < meta["min_len"]:
@@ -236,21 +251,21 @@ def _convert(value, tp, path: str, source: str):
         if value not in choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"{source}: '{path}' = {value!r} is not allowed; choose {_type_name(tp)}{hint}")
+            raise UserError(f"{source}: '{path}' = {_short(value)} is not allowed; choose {_type_name(tp)}{hint}")
         return value
     section = _section_type(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path + ".", source)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {value!r}")
+            raise UserError(f"{source}: '{path}' must be {_type_name(tp)}, got {_short(value)}")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             if section is not None:
                 return tuple(_build(section, v, f"{path}[{i}].", source) for i, v in enumerate(value))
             return tuple(_scalar(v, args[0], f"{path}[{i}]", source) for i, v in enumerate(value))
         if len(value) != len(args):
-            raise UserError(f"{source}: '{path}' must be a list of {len(args)} numbers, got {value!r}")
+            raise UserError(f"{source}: '{path}' must be a list of {len(args)} numbers, got {_short(value)}")
         return tuple(_scalar(v, a, f"{path}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
     return _scalar(value, tp, path, source)
 
@@ -258,13 +273,13 @@ def _convert(value, tp, path: str, source: str):
 def _build(cls, raw, prefix: str, source: str):
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: '{where}' must be a mapping of keys, got {raw!r}")
+        raise UserError(f"{source}: '{where}' must be a mapping of keys, got {_short(raw)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in names:
             path = f"{prefix}{key}"
-            raise UserError(f"{source}: unknown key '{path}'; {_suggest(path, cls, prefix)}")
+            raise UserError(f"{source}: unknown key {_short(path)}; {_suggest(path, cls, prefix)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in raw:
@@ -289,15 +304,17 @@ def _leaf_paths(tree: dict, prefix: str = "") -> set[str]:
 def parse_override(text: str) -> tuple[str, Any]:
     """`a.b.c=value` -> ("a.b.c", value); the value is read as YAML (numbers, lists, true/false)."""
     if "=" not in text:
-        raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. --set training.epochs=2")
+        raise UserError(f"--set {_short(text)}: expected KEY=VALUE, e.g. --set training.epochs=2")
     key, _, value = text.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise UserError(f"--set {text!r}: the key must be a dotted path like training.lr")
+        raise UserError(f"--set {_short(text)}: the key must be a dotted path like training.lr")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
+        parsed = load_yaml(value, f"--set {key}") if value.strip() else ""
+    except UserError as exc:
+        if "invalid YAML" not in str(exc):
+            raise                       # cyclic / too deep / duplicate keys
+        parsed = value                  # plain text that is not YAML: a string
     return key, parsed
 
 

@@ -157,6 +157,9 @@ def _data_rules(config: Config, provided: frozenset[str], source: str) -> None:
             raise UserError(f"{source}: data.sampling_strategy only applies when data.use_multi_dataset is true")
         names = [data.dataset]
     for i, name in enumerate(names):
+        if name == "" and data.use_multi_dataset:
+            raise UserError(f"{source}: data.datasets[{i}] has no name; add name: (one of "
+                            f"{', '.join(DATASET_NAMES)})")
         if name not in DATASET_NAMES:
             key = f"data.datasets[{i}].name" if data.use_multi_dataset else "data.dataset"
             raise UserError(f"{source}: {key} '{name}' is not a known dataset; choose one of "
@@ -168,6 +171,10 @@ def _training_rules(config: Config, source: str) -> None:
     if t.warmup_epochs > t.epochs:
         raise UserError(f"{source}: training.warmup_epochs ({t.warmup_epochs}) exceeds training.epochs ({t.epochs})")
     ck = config.checkpoint
+    if ck.metric == "train_loss":
+        raise UserError(f"{source}: checkpoint.metric 'train_loss' is not computed by the training loop (a "
+                        f"running training loss depends on the augmentations and masks drawn, so it cannot rank "
+                        f"checkpoints); use val_loss (the held-out loss) or knn_top1")
     wanted = "max" if ck.metric == "knn_top1" else "min"
     if ck.mode != wanted:
         raise UserError(f"{source}: checkpoint.metric '{ck.metric}' is better when it is "
@@ -180,6 +187,28 @@ def _training_rules(config: Config, source: str) -> None:
         raise UserError(f"{source}: checkpoint.metric 'knn_top1' needs evaluation.knn.enabled: true")
 
 
+def _output_rules(config: Config, source: str) -> None:
+    check_output_dir(config.experiment.output_dir, f"{source}: experiment.output_dir")
+
+
+def check_output_dir(path: str, what: str) -> None:
+    """A run directory must be a real, specific directory: not empty, not the filesystem root."""
+    from pathlib import Path
+
+    if not path.strip():
+        raise UserError(f"{what} is empty; name a run directory, e.g. runs/my_run")
+    if "\x00" in path:
+        raise UserError(f"{what} contains a NUL character")
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as exc:   # undecodable characters, symlink loops
+        raise UserError(f"{what} {path!r} is not a usable path ({exc})") from None
+    if resolved == Path(resolved.anchor):
+        raise UserError(f"{what} is the filesystem root ({path!r}); name a run directory, e.g. runs/my_run")
+    if resolved.exists() and not resolved.is_dir():
+        raise UserError(f"{what} {path!r} is a file, not a directory; name a run directory")
+
+
 def check_rules(config: Config, provided: frozenset[str], source: str) -> list[str]:
     for path, refused, why in REFUSED:
         value = _get(config, path)
@@ -189,6 +218,7 @@ def check_rules(config: Config, provided: frozenset[str], source: str) -> list[s
     _data_rules(config, provided, source)
     _loss_rules(config, provided, source)
     _training_rules(config, source)
+    _output_rules(config, source)
     notes = []
     for switch, is_on, prefixes in DEPENDENT_KEYS:
         if is_on(config):

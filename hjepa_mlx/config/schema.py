@@ -29,7 +29,7 @@ def seq(default, lo=None, hi=None, *, lo_open=False, min_len=1):
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "hjepa"
-    seed: int = num(0, 0)
+    seed: int = num(0, 0, 2 ** 32 - 1)         # NumPy and MLX seeds are 32/64-bit; larger values are refused
     output_dir: str = "runs/hjepa"
     description: str = ""
 
@@ -90,7 +90,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    name: str = "synthetic"
+    name: str = ""          # required: an entry without a name is an error, never a silent 'synthetic'
     weight: float = num(1.0, 0.0, lo_open=True)
     path: str = "./data"
 
@@ -182,10 +182,10 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class MaskingConfig:
-    num_masks: int = num(4, 1)
+    num_masks: int = num(4, 1, 64)             # I-JEPA: 4; more than 64 blocks is never meaningful
     mask_scale: Tuple[float, float] = pair((0.15, 0.2), 0.0, 1.0, lo_open=True)
     aspect_ratio: Tuple[float, float] = pair((0.75, 1.5), 0.0, lo_open=True)
-    num_context_masks: int = num(1, 1)
+    num_context_masks: int = num(1, 1, 64)
     context_scale: Tuple[float, float] = pair((0.85, 1.0), 0.0, 1.0, lo_open=True)
     min_keep: int = num(10, 1)
 
@@ -255,6 +255,9 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     save_frequency: int = num(1, 1)            # epochs
+    # Saves inside an epoch, so a kill loses minutes, not an epoch (0: off). Resume from them is exact.
+    save_every_steps: int = num(0, 0, 2 ** 31 - 1)
+    save_every_minutes: float = num(10.0, 0.0, 10_000.0)   # minutes of work since the last save
     save_best: bool = True
     metric: Literal["val_loss", "train_loss", "knn_top1"] = "val_loss"
     mode: Literal["min", "max"] = "min"

@@ -56,6 +56,29 @@ def read_batch(path: Path) -> dict:
     return {k.encode() if isinstance(k, str) else k: v for k, v in batch.items()}
 
 
+def _pixels(path: Path, raw) -> np.ndarray:
+    """The pixel array as uint8, refusing any other dtype: casting float pixels in [0, 1] (or values
+    beyond 255) to uint8 would silently train on black or wrapped images."""
+    data = np.asarray(raw)
+    if data.dtype == np.uint8:
+        return data
+    if np.issubdtype(data.dtype, np.integer) and data.size and 0 <= data.min() and data.max() <= 255:
+        return data.astype(np.uint8)
+    kind = f"{data.dtype} values" + (f" in [{data.min()}, {data.max()}]" if data.size and data.dtype.kind in "iuf" else "")
+    raise UserError(f"{path}: pixels are {kind}; a CIFAR batch holds uint8 values 0..255 - the file was re-saved "
+                    f"in another format or is corrupt; download it again")
+
+
+def _labels(path: Path, raw) -> np.ndarray:
+    """Labels as int64; non-integer values (floats, strings) are refused, not truncated."""
+    labels = np.asarray(raw).reshape(-1)
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+            return labels.astype(np.int64)
+        raise UserError(f"{path}: labels are {labels.dtype} values, not class indices; the file is corrupt")
+    return labels.astype(np.int64)
+
+
 class CIFARDataset:
     """CIFAR-10 or CIFAR-100, fully in memory (uint8, 150 MB for the train split).
 
@@ -96,9 +119,9 @@ class CIFARDataset:
             path = folder / f
             batch = read_batch(path)
             try:
-                data = np.asarray(batch[b"data"], dtype=np.uint8)
-                batch_labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
-            except (KeyError, TypeError, ValueError) as exc:
+                data = _pixels(path, batch[b"data"])
+                batch_labels = _labels(path, batch[label_key])
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 raise UserError(f"{path} lacks a usable CIFAR field ({exc}); the file is corrupt") from None
             if data.ndim != 2 or data.shape[1] != 3072:
                 raise UserError(f"{path}: data has shape {data.shape}, expected (N, 3072); the file is corrupt")

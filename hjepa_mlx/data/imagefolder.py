@@ -13,6 +13,9 @@ from hjepa_mlx.data.imagenet100_wnids import IMAGENET100_WNIDS
 from hjepa_mlx.data.transforms import to_rgb
 from hjepa_mlx.errors import UserError
 
+# Pixels per image decoded at most (Pillow's own bomb guard is 89 M and only warns below 179 M); a
+# 8 k x 8 k photo fits, a 64 k x 64 k PNG of zeros (a few kB on disk, 12 GB decoded) does not.
+MAX_PIXELS = 64_000_000
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 
 
@@ -53,6 +56,11 @@ class ImageFolderDataset:
         self.samples = [(os.path.join(folder, c, f), label) for label, c in enumerate(present)
                         for f in sorted(os.listdir(folder / c))
                         if f.lower().endswith(EXTENSIONS) and not f.startswith(".")]
+        counts = np.bincount([label for _, label in self.samples], minlength=len(present))
+        empty = [c for c, n in zip(present, counts) if n == 0]
+        if self.samples and empty:   # a class with no images would shift every later label's meaning
+            raise UserError(f"{name}: the class folder {folder / empty[0]} holds no images ({len(empty)} empty "
+                            f"class folder(s)); add its images or remove the folder")
         if not self.samples:
             raise UserError(f"{name}: no images under {folder} (extensions {', '.join(EXTENSIONS)}, any case)")
 
@@ -64,6 +72,9 @@ class ImageFolderDataset:
         path, label = self.samples[index]
         try:
             with Image.open(path) as pil:
+                if pil.width * pil.height > MAX_PIXELS:   # refuse before decoding (decompression bombs)
+                    raise UserError(f"image {path} is {pil.width}x{pil.height} pixels, more than the limit of "
+                                    f"{MAX_PIXELS:,} (a decompression bomb or a mistake); resize or remove it")
                 pil.load()
                 return np.asarray(to_rgb(pil)), label
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

@@ -19,6 +19,17 @@ SPLITS = {"train": ("train",), "test": ("test",), "unlabeled": ("unlabeled",),
 _LAYOUT = "stl10_binary/{train,test,unlabeled}_X.bin and {train,test}_y.bin"
 
 
+def _class_names(path: Path) -> list[str]:
+    try:
+        names = path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not readable UTF-8 text ({exc}); delete it (class names then default to "
+                        f"0..9) or download the dataset again") from None
+    if len(names) != 10:
+        raise UserError(f"{path} names {len(names)} classes, STL-10 has 10; delete it or download the dataset again")
+    return names
+
+
 class STL10Dataset:
     """STL-10, memory-mapped.
 
@@ -39,7 +50,7 @@ class STL10Dataset:
             raise UserError(f"stl10: unknown split {split!r}; use one of {', '.join(SPLITS)}")
         self.labelled = "unlabeled" not in parts
         names = self.folder / "class_names.txt"
-        self.classes = names.read_text().split() if names.is_file() else [str(i) for i in range(10)]
+        self.classes = _class_names(names) if names.is_file() else [str(i) for i in range(10)]
         self.parts = [self._part(Path(root), part) for part in parts]
         self.offsets = np.cumsum([0] + [len(images) for images, _ in self.parts])
 
@@ -58,9 +69,13 @@ class STL10Dataset:
         if part == "unlabeled":
             return images, np.full(len(images), -1, dtype=np.int64)
         labels = np.fromfile(ys, dtype=np.uint8).astype(np.int64) - 1
-        if len(labels) != len(images) or (len(labels) and (labels.min() < 0 or labels.max() > 9)):
-            raise UserError(f"{ys}: expected {len(images)} labels in 1..10 (one per image of {xs.name}), found "
-                            f"{len(labels)}; the file is truncated or corrupt - delete it and {hint}")
+        if len(labels) != len(images):
+            raise UserError(f"{ys}: {len(labels)} labels for the {len(images)} images of {xs.name} (one each "
+                            f"expected); the file is truncated or corrupt - delete it and {hint}")
+        outside = np.flatnonzero((labels < 0) | (labels > 9))
+        if len(outside):
+            raise UserError(f"{ys}: {len(outside)} label(s) outside 1..10 (the first, at position {outside[0]}, is "
+                            f"{labels[outside[0]] + 1}); the file is corrupt - delete it and {hint}")
         return images, labels
 
     def __len__(self) -> int:
