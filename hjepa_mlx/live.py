@@ -48,7 +48,8 @@ class LiveRun:
         self.clock = RunClock(plan.batch_size * plan.accumulation_steps)
         self.start_step = start_step
         self._said_compile = self._said_estimate = False
-        self.write_run_json(logger.dir)
+        if logger.dir is not None:           # None: a data-parallel rank other than 0 writes nothing
+            self.write_run_json(logger.dir)
 
     def write_run_json(self, run_dir: Path) -> None:
         """run.json: what scripts/monitor.py needs to know that metrics.jsonl does not say."""

@@ -201,6 +201,8 @@ class SilentLogger:
 
     def __init__(self, log_frequency: int = 50):
         self.log_frequency = log_frequency
+        self.dir = None          # no run directory: nothing is written
+        self.console = None
 
     def should_log(self, step: int) -> bool:
         return step % self.log_frequency == 0

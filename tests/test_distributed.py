@@ -113,7 +113,7 @@ def test_two_ranks_equal_one_process_with_the_whole_batch_and_resume_after_ctrl_
     assert main(_args(tmp_path / "one")) == 0
     two = tmp_path / "two"
     proc = _launch(two)
-    _wait_for(two / "train.log", "epoch 1/2 step 1/3", proc)
+    _wait_for(two / "train.log", "ep 1/2 step 1/3", proc)
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=600)
     log = (two / "train.log").read_text()
@@ -217,7 +217,7 @@ def test_a_rank_that_dies_stops_the_others_with_a_message(tmp_path):
     out = tmp_path / "run"
     procs = _start_ranks(tmp_path, [_args(out), _args(out)])
     try:
-        _wait_for(out / "train.log", "epoch 1/2 step 1/3", procs[0])
+        _wait_for(out / "train.log", "ep 1/2 step 1/3", procs[0])
         procs[1].kill()
         _, err = procs[0].communicate(timeout=300)
     finally:
