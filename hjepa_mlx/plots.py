@@ -43,6 +43,16 @@ def _pyplot():
     return plt
 
 
+def _finish(plt, fig, path: Path, title: str = "") -> Path:
+    """Title, layout, the atomic save and closing the figure: how every picture here ends."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,12 +90,7 @@ def draw_curves(records: list[dict], path: str | Path, *, title: str = "") -> Pa
             ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, path, title)
 
 
 def draw_masks(images: list[np.ndarray], contexts: list, targets: list, patch_size: int, path: str | Path, *,
@@ -128,12 +133,7 @@ def draw_attention(images: list[np.ndarray], maps: list[np.ndarray], path: str |
             ax.set_xticks([]), ax.set_yticks([])
     axes[0, 0].set_ylabel("image")
     axes[1, 0].set_ylabel("last block, mean over heads and queries")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, path, title)
 
 
 def draw_eval(rows: dict[str, dict], path: str | Path, *, title: str = "") -> Path | None:
@@ -163,9 +163,4 @@ def draw_eval(rows: dict[str, dict], path: str | Path, *, title: str = "") -> Pa
     axes[0, 0].legend(fontsize=8)
     if others:
         axes[0, 1].set_ylabel("RankMe")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(plt, fig, path, title)
