@@ -67,7 +67,8 @@ def test_a_run_leaves_its_estimate_rates_and_pictures(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if "loss" in r]
     assert all(r["images_per_s"] > 0 and r["eta_s"] >= 0 and r["peak_memory_gb"] > 0 for r in train)
-    assert train[-1]["eta_s"] < train[0]["eta_s"]
+    # (how the ETA falls is tested on a fake clock in test_preflight.py: here it follows the wall clock,
+    # and a slow activity measured late may raise it, so comparing two rows would make the test flaky)
     info = json.loads((out / "run.json").read_text())
     assert info["total_steps"] == 12 and info["steps_per_epoch"] == 6 and info["budget_s"] == 36000
     # pictures: at steps 6 and 12; curves redrawn, finally at the end
