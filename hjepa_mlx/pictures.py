@@ -28,10 +28,11 @@ def attention_received(encoder, params, images: np.ndarray) -> list[np.ndarray]:
 
 
 class Pictures:
-    def __init__(self, run_dir: str | Path, config, plan):
+    def __init__(self, run_dir: str | Path, config, plan, *, enabled: bool = True):
+        """enabled False (a data-parallel rank other than 0): nothing is ever due."""
         lg = config.logging
         self.run_dir = Path(run_dir)
-        self.plot_every, self.image_every = lg.plot_frequency, lg.image_frequency
+        self.plot_every, self.image_every = (lg.plot_frequency, lg.image_frequency) if enabled else (0, 0)
         self.masks_on, self.attention_on = lg.log_images, lg.log_attention
         self.patch_size = plan.encoder.patch_size
         self.name = config.experiment.name

@@ -142,7 +142,8 @@ def _train(loaded: LoadedConfig, plan: Plan, *, resume: str | None, resume_with_
                 truncate_metrics(run_dir, {"step": 0}, checkpoint_in_run=False)
         else:
             state, meta = restored
-            # every rank refuses a changed config alike; only rank 0 forks and trims the run directory's files
+            # every rank refuses a changed config alike; only rank 0 forks (so the no-op save above stands)
+            # and trims the run directory's files
             fork = None
             if world.is_main or not resume_with_changes:
                 fork = check_resume(config, meta, plan, run_dir, resume_with_changes)
@@ -152,8 +153,6 @@ def _train(loaded: LoadedConfig, plan: Plan, *, resume: str | None, resume_with_
                 truncate_metrics(run_dir, meta, checkpoint_in_run=str(resume) == "auto")
             start_epoch, start_batch, best = meta["epoch"], meta["batch_in_epoch"], meta.get("best_metric")
             print(f"resume: step {meta['step']}, epoch {start_epoch + 1}, batch {start_batch}")
-    if not world.is_main:
-        manager.save = lambda *args, **kwargs: None     # (again: resume may have opened a fork series)
     from hjepa_mlx.config import to_dict
     check_same(world, state, config_dict=to_dict(config), when="at the start")
     if world.is_main:
@@ -178,7 +177,7 @@ def _train(loaded: LoadedConfig, plan: Plan, *, resume: str | None, resume_with_
                    fallback=activity_costs(config, plan, mask_plan, loaders, monitor),
                    start_step=int(state["step"].item()),
                    console=None if world.is_main else Console(open(os.devnull, "w"), tty=False))
-    pictures = Pictures(run_dir, config, plan)
+    pictures = Pictures(run_dir, config, plan, enabled=world.is_main)
     live.before_first_step()
     saves = MidEpochSaves(config.checkpoint.save_every_steps, config.checkpoint.save_every_minutes)
     with StopRequested() as stop:
@@ -219,10 +218,10 @@ def _train(loaded: LoadedConfig, plan: Plan, *, resume: str | None, resume_with_
                     logger.log_scalars(step_no + 1, scalars, epoch=epoch)
                     live.log_progress(epoch, batch_in_epoch + 1, step_no + 1, scalars)
                     log_diagnostics(lg, model, state, host, masks, plan, logger, step_no + 1, grad_fn)
-                if world.is_main and pictures.images_due(step_no + 1):
+                if pictures.images_due(step_no + 1):
                     with live.phase("images", f"drawing masks / attention maps into {run_dir / 'images'} ..."):
                         pictures.images(step_no + 1, model, state, host, masks)
-                if world.is_main and pictures.plots_due(step_no + 1):
+                if pictures.plots_due(step_no + 1):
                     with live.phase("plots", f"drawing {run_dir / 'plots'}/curves.png ..."):
                         pictures.plots()
                 if monitor.due(step_no + 1):
@@ -288,7 +287,7 @@ def _train(loaded: LoadedConfig, plan: Plan, *, resume: str | None, resume_with_
                 if saved:
                     logger.log_line(_saved_line(saved, state, manager.keep_last_k))
                 saves.mark_saved()
-    if lg.plot_frequency and world.is_main:
+    if pictures.plot_every:
         with live.phase("plots", f"drawing {run_dir / 'plots'}/curves.png ..."):
             pictures.plots()
     live.close()
