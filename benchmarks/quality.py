@@ -74,7 +74,7 @@ def extraction_rate(config) -> float:
     from hjepa_mlx.state import init_state
 
     model = build_model(config, make_plan(config), quiet=True)
-    encode = make_pooled_encoder(model, init_state(model, 0)["target"])
+    encode = make_pooled_encoder(model, init_state(model)["target"])
     b, size = config.data.batch_size, config.data.image_size
     images = mx.array(np.random.default_rng(0).standard_normal((b, size, size, 3), dtype=np.float32))
     timing = time_median(lambda: mx.eval(encode(images)), warmup=1, repeats=3)

@@ -78,7 +78,7 @@ def prepare(config, world=SINGLE):
         plan = make_plan(config, dataset_sizes={d.name: 10_000 for d in plan.datasets})
     mask_plan = build_mask_plan(config, plan)
     model = build_model(config, plan, quiet=True, world=world)
-    state = init_state(model, config.experiment.seed)
+    state = init_state(model)
     step, traces = make_train_step(model, step_settings(config, plan), mean_across=mean_across(world))
     k, size = config.training.accumulation_steps, config.data.image_size
     b = per_rank_batch(world, config.data.batch_size)

@@ -65,7 +65,7 @@ class StepTimer:
         self.mask_plan = build_mask_plan(config, plan)
         say(f"calibrating: building the model at image {self.size}, batch {config.data.batch_size} ...")
         model = build_model(config, plan, quiet=True)
-        self.state = init_state(model, config.experiment.seed)
+        self.state = init_state(model)
         settings = dataclasses.replace(step_settings(config, plan), accumulation_steps=1)
         self.step_fn, _ = make_train_step(model, settings)
         self.rng = np.random.default_rng(0)

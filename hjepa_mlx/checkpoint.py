@@ -37,7 +37,10 @@ from hjepa_mlx.checkpoint_integrity import (HASH_KEY, CorruptCheckpoint, check_s
                                            nonfinite_keys, validate_metadata, verify_arrays)
 from hjepa_mlx.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Top-level state entries an older format version saved and today's state no longer has: loading such a
+# file drops them (they still count in its content hash). Version 1 kept a PRNG key nothing read.
+RETIRED = {1: ("key",)}
 LATEST, BEST = "latest", "best"
 SUFFIX = ".safetensors"
 EMBEDDED_KEY = "hjepa_metadata"          # the metadata JSON's key inside the safetensors header
@@ -192,11 +195,6 @@ def save_checkpoint(directory: str | Path, state, metadata: dict, *, name: str) 
     return path
 
 
-def load_state(path: str | Path, template):
-    """The arrays of the checkpoint at `path`, in the template's structure (see `load_checkpoint`)."""
-    return load_checkpoint(path, template)[0]
-
-
 def load_checkpoint(path: str | Path, template) -> tuple[object, dict]:
     """(state in the template's structure and key order, metadata dict) of the checkpoint file `path`.
     UserError for a missing, truncated or corrupt file, or one whose keys/shapes/dtypes differ."""
@@ -211,10 +209,18 @@ def load_checkpoint(path: str | Path, template) -> tuple[object, dict]:
         raise CorruptCheckpoint(f"checkpoint {path} is unreadable ({exc}); it may be truncated or corrupt - "
                                 f"resume from another checkpoint in {path.parent} by passing its path") from None
     meta = validate_metadata(path, _read_metadata(path, embedded))
-    state = restore_state(arrays, template, path)
+    state = restore_state(_without_retired(arrays, meta, template), template, path)
     verify_arrays(path, arrays, meta)
     check_state_step(path, meta, state)
     return state, meta
+
+
+def _without_retired(arrays: dict[str, mx.array], meta: dict, template) -> dict[str, mx.array]:
+    """`arrays` less the entries its format version retired since, unless the template still has them."""
+    version = meta.get("format_version", 1)
+    retired = {name for v, names in RETIRED.items() if v >= version for name in names}
+    drop = {name for name in retired if not (isinstance(template, dict) and name in template)}
+    return {key: a for key, a in arrays.items() if key.split(".", 1)[0] not in drop}
 
 
 def _read_metadata(path: Path, embedded: dict) -> dict:

@@ -1,7 +1,8 @@
 """The training state: one dict pytree of MLX arrays, and nothing else.
 
 {params: {encoder, predictor[, fpn]}, target: encoder params (EMA), opt: AdamW moments and count,
- step, key, skipped_total, skipped_run}. The target encoder starts as a copy of the online encoder.
+ step, skipped_total, skipped_run}. The target encoder starts as a copy of the online encoder. No PRNG key:
+nothing in the step is random (predictor dropout is refused); the masks and views come from the host.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from mlx.utils import tree_map
 from hjepa_mlx import optim
 
 
-def init_state(model, seed: int) -> dict:
-    """`model`: an HJEPAModel whose modules were built with fresh initial weights under `seed`."""
+def init_state(model, _unused_seed=None) -> dict:
+    """`model`: an HJEPAModel built with fresh initial weights (its seed already applied).
+    _unused_seed: the state holds no key any more; the slot stays until train.py stops passing the seed."""
     params = model.trainable_parameters()
     target = tree_map(lambda p: mx.array(p), params["encoder"])
     return {
@@ -21,7 +23,6 @@ def init_state(model, seed: int) -> dict:
         "target": target,
         "opt": optim.adamw_init(params),
         "step": mx.array(0, dtype=mx.int32),
-        "key": mx.random.key(seed),
         "skipped_total": mx.array(0, dtype=mx.int32),
         "skipped_run": mx.array(0, dtype=mx.int32),
     }

@@ -59,7 +59,7 @@ class TraceCounter:
 
 
 def make_train_step(model, settings: StepSettings, *, compile: bool = True, mean_across=None):
-    """model: an `HJEPAModel` (see models/hjepa.py) with `.loss(params, target, micro_batch, key)`.
+    """model: an `HJEPAModel` (see models/hjepa.py) with `.loss(params, target, micro_batch)`.
     mean_across: tree -> its mean over the data-parallel ranks (distributed.mean_across), applied once per
     optimizer step to the accumulated gradients (before clipping) and to the metrics; None alone.
 
@@ -70,11 +70,7 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True, mean
     update = optim.OPTIMIZERS[settings.optimizer]
     decay = None
 
-    def loss_for_grad(params, target, micro, key):
-        loss, metrics = model.loss(params, target, micro, key)
-        return loss, metrics
-
-    grad_fn = mx.value_and_grad(loss_for_grad)
+    grad_fn = mx.value_and_grad(model.loss)
 
     def train_step(state, batch):
         counter.count += 1
@@ -82,12 +78,10 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True, mean
         if decay is None:
             decay = optim.decay_mask(state["params"])
         step = state["step"]
-        key, sub = mx.random.split(state["key"])
-        keys = mx.random.split(sub, k)
         grads, metrics_sum = None, None
         for i in range(k):
             micro = tree_map(lambda x: x[i], batch)
-            (loss, metrics), g = grad_fn(state["params"], state["target"], micro, keys[i])
+            (loss, metrics), g = grad_fn(state["params"], state["target"], micro)
             metrics = {**metrics, "loss": loss}
             grads = g if grads is None else tree_map(mx.add, grads, g)
             metrics_sum = metrics if metrics_sum is None else tree_map(mx.add, metrics_sum, metrics)
@@ -114,7 +108,6 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True, mean
             "target": optim.select_tree(finite, new_target, state["target"]),
             "opt": optim.select_tree(finite, new_opt, state["opt"]),
             "step": step + 1,
-            "key": key,
             "skipped_total": state["skipped_total"] + skipped.astype(mx.int32),
             "skipped_run": mx.where(skipped, state["skipped_run"] + 1, mx.zeros_like(state["skipped_run"])),
         }
@@ -130,7 +123,7 @@ def make_eval_step(model, *, compile: bool = True, mean_across=None):
     (averaged over the ranks with `mean_across`, as in make_train_step)."""
 
     def eval_step(state, micro):
-        loss, metrics = model.loss(state["params"], state["target"], micro, mx.random.key(0))
+        loss, metrics = model.loss(state["params"], state["target"], micro)
         metrics = {**metrics, "loss": loss}
         return metrics if mean_across is None else mean_across(metrics)
 

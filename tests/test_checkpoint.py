@@ -203,3 +203,20 @@ def test_non_array_leaves_are_refused_before_anything_is_written(tmp_path):
         checkpoint.save_checkpoint(tmp_path, state(), {}, name="latest")
     meta = json.loads(checkpoint.save_checkpoint(tmp_path, state(), {"step": 0}, name="ok").with_suffix(".json").read_text())
     assert meta["format_version"] == checkpoint.FORMAT_VERSION
+
+
+def test_a_version_1_checkpoint_loads_without_its_retired_prng_key(tmp_path, monkeypatch):
+    # Format 1 train states carried a PRNG key nothing read; today's template has none.
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 1)
+    path = CheckpointManager(tmp_path).save(state(2), {"step": 2}, epoch=1)
+    monkeypatch.undo()
+    template = state(0)
+    del template["key"]
+    loaded, meta = CheckpointManager(tmp_path).load(path, template)
+    assert meta["format_version"] == 1 and "key" not in loaded
+    assert_bit_identical({k: v for k, v in state(2).items() if k != "key"}, loaded)
+    # a version-1 file still refuses an extra entry that was never retired
+    other = state(0)
+    del other["half"]
+    with pytest.raises(UserError, match="has 'half'"):
+        CheckpointManager(tmp_path).load(path, other)

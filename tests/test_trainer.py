@@ -128,7 +128,7 @@ def _step_setup(tmp_path, extra=(), prediction_only=False):
     config = tiny_config(tmp_path, extra, prediction_only=prediction_only).config
     plan = make_plan(config)
     model = build_model(config, plan, quiet=True)
-    state = init_state(model, config.experiment.seed)
+    state = init_state(model)
     masks = build_mask_plan(config, plan)
     return config, plan, model, state, masks
 

@@ -83,7 +83,7 @@ def evaluate(args) -> dict:
     # The baseline: the same architecture at random init - exactly the weights this run started from
     # (build_model seeds the RNG with experiment.seed), so the comparison isolates what training changed.
     # It doubles as the template for loading, which builds a new tree and leaves it untouched.
-    baseline = init_state(model, config.experiment.seed)
+    baseline = init_state(model)
     trained, _ = CheckpointManager(ckpt.parent).load(ckpt, baseline)
 
     payload = {"checkpoint": str(ckpt), "step": meta.get("step"), "level": args.level, "protocols": protocols,

@@ -1,6 +1,6 @@
 """H-JEPA as pure functions over parameter trees: the module objects are templates only.
 
-`HJEPAModel.loss(params, target_params, micro, key)` runs, for one micro-batch:
+`HJEPAModel.loss(params, target_params, micro)` runs, for one micro-batch:
   context encoder on the context indices (view 1, and view 2 when two views are used),
   target encoder on the full image (no gradient) + layer norm without affine parameters,
   predictor for every target block, hierarchy pooling (+ FPN), and the configured loss terms.
@@ -46,6 +46,25 @@ class HJEPAModel(nn.Module):
         self._side_stream = side_stream   # None: everything on the default stream (training.parallel_streams)
         self._gather = feature_gather     # data parallel: (B, D) -> (N*B, D) of every rank (distributed.gather_rows)
 
+    # Read-only views of the templates, for the code that draws, evaluates or times the model.
+    @property
+    def target_encoder(self):
+        """The target encoder's module template (its weights live in state["target"], not here)."""
+        return self._target_encoder
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(grid_h, grid_w) patch grid."""
+        return self._grid
+
+    @property
+    def loss_settings(self) -> LossSettings:
+        return self._loss_settings
+
+    def levels(self, pred, gathered, level_idx):
+        """The hierarchy levels of predictions and gathered targets (B, M, K, D), as the loss pools them."""
+        return hierarchy_levels(pred, gathered, level_idx, self._grid, self._normalize, fpn=self._fpn)
+
     def _cast(self, tree):
         return cast_floating(tree, self._dtype)
 
@@ -70,7 +89,8 @@ class HJEPAModel(nn.Module):
         tokens = self.encoder(crops.reshape(b * n, *crops.shape[2:]).astype(self._dtype))
         return self._regularised(tokens).reshape(b, n, -1)
 
-    def loss(self, params, target_params, micro, key):
+    def loss(self, params, target_params, micro, _unused_key=None):
+        # _unused_key: nothing here is random; the slot stays only until train.py's make_grad_fn stops passing one
         self.update(self._cast(params))
         images = micro["images"].astype(self._dtype)
         context_idx, target_idx = micro["context_idx"], micro["target_idx"]
@@ -82,7 +102,7 @@ class HJEPAModel(nn.Module):
 
         context = self.encoder(images, context_idx)                                   # (B, Nc, D)
         pred = self.predictor(context, context_idx, target_idx).astype(mx.float32)    # (B, M, K, D)
-        levels = hierarchy_levels(pred, gathered, level_idx, self._grid, self._normalize, fpn=self._fpn)
+        levels = self.levels(pred, gathered, level_idx)
 
         features = {"context_pooled_1": context.astype(mx.float32).mean(axis=1),
                     "target_pooled_1": target_tokens.mean(axis=1)}
