@@ -30,7 +30,6 @@ from hjepa_mlx.losses.total import total_loss
 from hjepa_mlx.models import attention as attention_mod
 from hjepa_mlx.models import vit as vit_mod
 from hjepa_mlx.models.ema import ema_update
-from hjepa_mlx.models.hierarchy import hierarchy_levels
 
 CLASSES = ("matmul", "activation", "attention core", "layer norm", "gather")
 
@@ -195,11 +194,11 @@ def phase_functions(model, state, batch, settings, two_views: bool):
 
     def losses_fb(pr, tg, ctx, tt):
         def f(p, c):
-            levels = hierarchy_levels(p, tg, level_idx, model._grid, model._normalize, fpn=model._fpn)
+            levels = model.levels(p, tg, level_idx)
             feats = {"context_pooled_1": c.mean(axis=1), "target_pooled_1": tt.mean(axis=1)}
             if two_views:
                 feats["context_pooled_2"] = c[::-1].mean(axis=1)
-            return total_loss(model._loss_settings, levels, feats)[0]
+            return total_loss(model.loss_settings, levels, feats)[0]
         return mx.value_and_grad(f, argnums=(0, 1))(pr, ctx)
 
     decay = optim.decay_mask(params)

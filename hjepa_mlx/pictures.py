@@ -59,7 +59,7 @@ class Pictures:
                                   self.run_dir / "images" / f"masks_step{step:08d}.png",
                                   title=f"step {step}: context and target blocks on training images (view 1)"))
         if self.attention_on:
-            maps = attention_received(model._target_encoder, state["target"], raw)
+            maps = attention_received(model.target_encoder, state["target"], raw)
             out.append(draw_attention(shown, maps, self.run_dir / "images" / f"attention_step{step:08d}.png",
                                       title=f"step {step}: target encoder attention"))
         return out

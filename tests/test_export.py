@@ -52,7 +52,7 @@ def make_run(root: Path, *overrides: str):
     config = load_config(None, TINY_MODEL + list(overrides), raw=raw).config
     plan = make_plan(config)
     model = build_model(config, plan, quiet=True)
-    state = init_state(model, config.experiment.seed)
+    state = init_state(model)
     state["target"] = perturbed(state["target"], 1)
     state["params"]["encoder"] = perturbed(state["params"]["encoder"], 2)
     CheckpointManager(root / "checkpoints").save(state, _metadata(config, plan, 1, 0, 7, None), epoch=1)
@@ -283,3 +283,11 @@ def test_timm_loads_the_export_with_no_missing_keys_and_matches(tmp_path):
     encoder = load_encoder(run_dir)
     assert np.abs(np.array(encoder(x)) - tokens).max() <= TOLERANCE
     assert np.abs(np.array(encoder.pool(x)) - pooled).max() <= TOLERANCE
+
+
+def test_the_model_shows_its_templates_read_only(tiny_run):
+    _, model, state = tiny_run
+    assert model.grid == model.encoder.grid == (4, 4)
+    assert model.target_encoder is not model.encoder and "key" not in state
+    with pytest.raises(AttributeError):
+        model.grid = (1, 1)

@@ -92,8 +92,8 @@ def level_features(tokens: mx.array, grid: tuple[int, int], level: int = 0) -> m
 
 def make_pooled_encoder(model, target_params, level: int = 0):
     """Compiled images -> `level_features` of the (frozen) target encoder's tokens after its affine-free
-    layer norm. (`model.encode_target(params, images) -> (B, N, D)`; `model._grid` its patch grid.)"""
-    grid = model._grid
+    layer norm. (`model.encode_target(params, images) -> (B, N, D)`; `model.grid` its patch grid.)"""
+    grid = model.grid
 
     def encode(images):
         return level_features(model.encode_target(target_params, images), grid, level)
