@@ -4,7 +4,7 @@ python benchmarks/masks.py [--images 8192] [--batch 32] [--repeats 7] [--out ben
 Prints, per config: K, Nc, the masked fraction, target area and aspect statistics, the per-patch target
 frequency spread (min / max / CV) and flip asymmetry, and the sampler's ms per batch (target < 5 ms for
 32 images on the 14 x 14 grid). The reference is the NumPy port of I-JEPA's MaskCollator in
-tests/test_masks.py (variable sizes per batch; its corners never reach the last row or column).
+hjepa_mlx/mask_stats.py (variable sizes per batch; its corners never reach the last row or column).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from common import RESULTS, machine, print_machine, time_median, write_json  # n
 
 import numpy as np  # noqa: E402
 
+from hjepa_mlx.mask_stats import flip_asymmetry_z, ijepa_reference_masks, index_union  # noqa: E402
 from hjepa_mlx.masks import plan_masks, sample_masks  # noqa: E402
-from tests.test_masks import flip_asymmetry_z, ijepa_reference_masks, index_union  # noqa: E402
 
 CONFIGS = {  # the seed configs' masking (overnight_safe / conservative, and aggressive), 3 levels
     "scale 0.15-0.2, aspect 0.75-1.5": dict(mask_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5)),

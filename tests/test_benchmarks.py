@@ -85,3 +85,14 @@ def test_throughput_benchmark_two_ranks(tmp_path):
     assert row["world_size"] == 2 and row["allreduce_buckets"] >= 1 and row["allreduce_s"] > 0
     assert row["global_images_per_s"] == pytest.approx(2 * row["per_rank_images_per_s"])
     assert "img/s global; gradient all-reduce" in stdout
+
+
+def test_masks_benchmark_runs_on_its_own(tmp_path):
+    stdout, payload = run("masks.py", "--images", "64", "--batch", "32", "--repeats", "1", tmp_path=tmp_path)
+    assert "I-JEPA reference" in stdout and len(payload["results"]) == 3
+
+
+def test_benchmarks_do_not_import_the_tests():
+    # what a benchmark shares with a test lives in the package (e.g. hjepa_mlx/mask_stats.py)
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        assert "from tests" not in script.read_text() and "import tests" not in script.read_text(), script.name
