@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import mlx.core as mx
-import numpy as np
 
 from hjepa_mlx.evaluate.features import extract_features
 
@@ -67,8 +66,3 @@ def compare_encoders(encoders: dict[str, Callable], train_loader, test_loader, p
         mx.clear_cache()
     return rows
 
-
-def summary_line(rows: dict[str, dict], metric: str = "knn_top1_k20") -> str:
-    """One line: the metric for every row, e.g. 'knn_top1_k20: trained 0.512, random-init 0.301, ...'."""
-    cells = [f"{name} {m[metric]:.3f}" for name, m in rows.items() if isinstance(m.get(metric), (float, np.floating))]
-    return f"{metric}: " + ", ".join(cells)
