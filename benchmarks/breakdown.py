@@ -26,6 +26,7 @@ from mlx.utils import tree_map
 
 from common import time_median
 from hjepa_mlx import kernels, optim
+from hjepa_mlx.levels import parent_cells
 from hjepa_mlx.losses.total import total_loss
 from hjepa_mlx.models import attention as attention_mod
 from hjepa_mlx.models import vit as vit_mod
@@ -165,8 +166,7 @@ def phase_functions(model, state, batch, settings, two_views: bool):
     micro = tree_map(lambda x: x[0], batch)
     params, target = state["params"], state["target"]
     images, ctx_idx, tgt_idx = micro["images"], micro["context_idx"], micro["target_idx"]
-    num_levels = len([k for k in micro if k.startswith("level_idx_")])
-    level_idx = [micro[f"level_idx_{i}"] for i in range(num_levels)]
+    level_idx = [parent_cells(tgt_idx, model.grid, level) for level in range(model.num_levels)]
     views = [images] + ([micro["images_view2"]] if two_views else [])
 
     target_tokens = model.encode_target(target, images)
@@ -195,7 +195,7 @@ def phase_functions(model, state, batch, settings, two_views: bool):
 
     def losses_fb(pr, tg, ctx, tt):
         def f(p, c):
-            levels = hierarchy_levels(p, tg, level_idx, model._grid, model._normalize, fpn=model._fpn)
+            levels = hierarchy_levels(p, tg, level_idx, model.grid, model._normalize, fpn=model._fpn)
             feats = {"context_pooled_1": c.mean(axis=1), "target_pooled_1": tt.mean(axis=1)}
             if two_views:
                 feats["context_pooled_2"] = c[::-1].mean(axis=1)

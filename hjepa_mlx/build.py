@@ -1,7 +1,8 @@
-"""From a validated `Config` to the objects a run needs: model, mask plan, data loaders, step settings.
+"""From a validated `Config` to the objects a run needs: model, mask plan, data loaders, and the typed
+settings of the step, the loop, evaluation, checkpoints, pictures and the live console.
 
-This is the one place that reads config keys for the model, masks, data and loss; the components
-themselves take explicit arguments.
+Outside `hjepa_mlx/config/` this is the one module that reads config keys; the components themselves take
+explicit arguments or the settings objects made here.
 """
 
 from __future__ import annotations
@@ -247,3 +248,102 @@ def train_dataset_sizes(loaders: Loaders) -> dict[str, int]:
     parts = getattr(ds, "datasets", [ds])
     return {p.name: len(p) for p in parts}
 
+
+
+def attach_masks(loaders: Loaders, config: Config, plan: Plan, mask_plan, world=None) -> Loaders:
+    """Give the training and validation loaders their mask sources, so masks are drawn in the loaders'
+    workers with the images. Training batch b of epoch e gets micro-batch number e * steps_per_epoch * k + b
+    (the step's counter: resume needs no replay); validation batch i gets number i with seed + 1, fixed
+    whatever the step, so validation losses at different steps are comparable."""
+    from hjepa_mlx.distributed import SINGLE
+    from hjepa_mlx.masks import MaskSource
+
+    world = world or SINGLE
+    seed, shard = config.experiment.seed, dict(rank=world.rank, world_size=world.size)
+    loaders.train.masks = MaskSource(mask_plan, config.data.batch_size, seed,
+                                     plan.steps_per_epoch * plan.accumulation_steps, **shard)
+    loaders.val.masks = MaskSource(mask_plan, config.data.batch_size, seed + 1, 0, **shard)
+    return loaders
+
+
+# ---------------------------------------------------------------- the loop and what runs beside it
+
+def loop_settings(config: Config, plan: Plan):
+    from hjepa_mlx.session import LoopSettings
+
+    lg, ev = config.logging, config.evaluation
+    return LoopSettings(
+        epochs=config.training.epochs, steps_per_epoch=plan.steps_per_epoch,
+        accumulation_steps=config.training.accumulation_steps, two_views=plan.two_views,
+        max_nonfinite_steps=config.training.max_nonfinite_steps, log_frequency=lg.log_frequency,
+        eval_frequency=ev.eval_frequency, knn=knn_settings(config) if ev.knn.enabled else None,
+        log_dataset_distribution=lg.log_dataset_distribution, log_images=lg.log_images,
+        log_attention=lg.log_attention, log_gradients=lg.log_gradients, use_tensorboard=lg.use_tensorboard)
+
+
+def knn_settings(config: Config):
+    from hjepa_mlx.evaluate.online import KnnSettings
+
+    k = config.evaluation.knn
+    return KnnSettings(frequency=k.frequency, k_values=tuple(k.k_values), metric_k=k.metric_k,
+                       temperature=k.temperature, max_train_images=k.max_train_images,
+                       max_val_images=k.max_val_images)
+
+
+def save_policy(config: Config):
+    from hjepa_mlx.checkpoint_policy import SavePolicy
+
+    c = config.checkpoint
+    return SavePolicy(save_frequency=c.save_frequency, save_every_steps=c.save_every_steps,
+                      save_every_minutes=c.save_every_minutes, save_best=c.save_best, metric=c.metric, mode=c.mode,
+                      keep_last_k=c.keep_last_k)
+
+
+def picture_settings(config: Config, plan: Plan):
+    from hjepa_mlx.pictures import PictureSettings
+
+    lg = config.logging
+    return PictureSettings(plot_every=lg.plot_frequency, image_every=lg.image_frequency, masks=lg.log_images,
+                           attention=lg.log_attention, patch_size=plan.encoder.patch_size,
+                           name=config.experiment.name)
+
+
+def run_schedule(config: Config, plan: Plan):
+    """When this config validates, runs k-NN, saves, checks for collapse and draws (see eta.Schedule)."""
+    from hjepa_mlx.eta import Schedule
+
+    lg, ev = config.logging, config.evaluation
+    return Schedule(epochs=config.training.epochs, steps_per_epoch=plan.steps_per_epoch,
+                    validate_every=ev.eval_frequency, knn_every=ev.knn.frequency if ev.knn.enabled else 0,
+                    save_every=config.checkpoint.save_frequency, collapse_every=lg.collapse_frequency,
+                    plot_every=lg.plot_frequency,
+                    image_every=lg.image_frequency if (lg.log_images or lg.log_attention) else 0)
+
+
+def run_info(config: Config) -> dict:
+    """What run.json tells scripts/monitor.py about the config (hjepa_mlx/live.py)."""
+    return {"collapse_patience": config.logging.collapse_patience, "checkpoint_metric": config.checkpoint.metric}
+
+
+def activity_costs(config: Config, plan: Plan, mask_plan, loaders: Loaders, probe_images: int) -> dict:
+    """eta.forward_costs for this run: each activity's images x forward FLOPs over a train step's FLOPs."""
+    from hjepa_mlx.eta import forward_costs
+    from hjepa_mlx.flops import train_flops_per_image, vit_forward_flops
+
+    spec, grid = plan.encoder, plan.grid[0] * plan.grid[1]
+    views = 2 if plan.two_views else 1
+    target_views = 2 if config.loss.use_contrastive and not config.loss.contrastive_on_context else 1
+    train = train_flops_per_image(
+        grid_tokens=grid, patch_size=spec.patch_size, encoder_width=spec.embed_dim, encoder_depth=spec.depth,
+        predictor_width=config.model.predictor.embed_dim, predictor_depth=config.model.predictor.depth,
+        context_tokens=mask_plan.num_context, num_blocks=config.masking.num_masks, block_tokens=mask_plan.num_target,
+        views=views, target_views=target_views)
+    target = 2 * grid * spec.patch_size ** 2 * 3 * spec.embed_dim + vit_forward_flops(grid, spec.embed_dim, spec.depth)
+    evaluation = target * target_views + (train - target * target_views) / 3    # trained paths: forward = 1/3
+    knn = config.evaluation.knn
+    knn_images = sum(min(len(tr.dataset), knn.max_train_images) + min(len(te.dataset), knn.max_val_images)
+                     for (_, tr), (_, te) in zip(loaders.knn_train, loaders.knn_val))
+    return forward_costs(images_per_step=plan.batch_size * plan.accumulation_steps, train_flops=train,
+                         target_forward_flops=target, eval_forward_flops=evaluation,
+                         validation_images=len(loaders.val.dataset), knn_images=knn_images,
+                         probe_images=probe_images)

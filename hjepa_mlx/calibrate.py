@@ -72,13 +72,14 @@ class StepTimer:
         self.batches = {}
 
     def _batch(self, b: int) -> dict:
+        from hjepa_mlx.batch import Batch, device_batch
         from hjepa_mlx.masks import sample_masks
-        from hjepa_mlx.train import device_batch
 
         if b not in self.batches:
-            host = [{"images": self.rng.standard_normal((b, self.size, self.size, 3), dtype=np.float32),
-                     "images_view2": self.rng.standard_normal((b, self.size, self.size, 3), dtype=np.float32)}]
-            self.batches[b] = device_batch(host, [sample_masks(self.mask_plan, b, 0, 0, 0)], self.plan.two_views)
+            images = [self.rng.standard_normal((b, self.size, self.size, 3), dtype=np.float32) for _ in range(2)]
+            host = Batch(images=images[0], images_view2=images[1], labels=np.zeros(b, np.int32),
+                         dataset_ids=np.zeros(b, np.int32), masks=sample_masks(self.mask_plan, b, 0, 0, 0))
+            self.batches[b] = device_batch([host], self.plan.two_views)
             mx.eval(self.batches[b])
         return self.batches[b]
 

@@ -49,6 +49,8 @@ class Plan:
     experiment: str = ""             # experiment.name and .description, one line
     world_size: int = 1              # data-parallel processes (mlx.launch); batch_size is split among them
     world: str = ""                  # distributed.World.describe()
+    epochs: int = 1                  # training.epochs
+    seed: int = 0                    # experiment.seed: initial weights, data order, augmentation, masks
 
 
 def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
@@ -133,7 +135,8 @@ def make_plan(config: Config, *, output_dir: str | None = None,
         local_crops=(config.data.multi_crop.num_local_crops, config.data.multi_crop.local_crop_size),
         predictor=predictor_line(config),
         experiment=" - ".join(x for x in (config.experiment.name, config.experiment.description) if x),
-        world_size=1 if world is None else world.size, world="" if world is None else world.describe())
+        world_size=1 if world is None else world.size, world="" if world is None else world.describe(),
+        epochs=t.epochs, seed=config.experiment.seed)
 
 
 def predictor_line(config: Config) -> str:

@@ -15,6 +15,7 @@ import contextlib
 import mlx.core as mx
 import mlx.nn as nn
 
+from hjepa_mlx.levels import parent_cells
 from hjepa_mlx.losses.total import LossSettings, total_loss
 from hjepa_mlx.models.hierarchy import hierarchy_levels, target_features
 from hjepa_mlx.models.precision import cast_floating
@@ -46,6 +47,20 @@ class HJEPAModel(nn.Module):
         self._side_stream = side_stream   # None: everything on the default stream (training.parallel_streams)
         self._gather = feature_gather     # data parallel: (B, D) -> (N*B, D) of every rank (distributed.gather_rows)
 
+    @property
+    def target_encoder(self):
+        """The target encoder's module template (its weights are state["target"])."""
+        return self._target_encoder
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """The patch grid (H, W) of the training images."""
+        return self._grid
+
+    @property
+    def num_levels(self) -> int:
+        return self._num_levels
+
     def _cast(self, tree):
         return cast_floating(tree, self._dtype)
 
@@ -74,7 +89,7 @@ class HJEPAModel(nn.Module):
         self.update(self._cast(params))
         images = micro["images"].astype(self._dtype)
         context_idx, target_idx = micro["context_idx"], micro["target_idx"]
-        level_idx = [micro[f"level_idx_{level}"] for level in range(self._num_levels)]
+        level_idx = [parent_cells(target_idx, self._grid, level) for level in range(self._num_levels)]
 
         with self._side():
             target_tokens = self.encode_target(target_params, micro["images"])       # (B, N, D)
