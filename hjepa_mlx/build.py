@@ -16,6 +16,21 @@ from hjepa_mlx.config.schema import Config
 from hjepa_mlx.plan import Plan, holdout_count
 
 
+# ---------------------------------------------------------------- processes and device
+
+def build_world(config: Config):
+    """This process's data-parallel world (distributed.*): one process unless started by mlx.launch."""
+    from hjepa_mlx.distributed import init_world
+    return init_world(config.distributed)
+
+
+def build_device(config: Config):
+    """(the MLX device `device` names, the line that says what was chosen and why)."""
+    from hjepa_mlx.config.devices import resolve_device
+    device, message = resolve_device(config.device)
+    return device, message or f"device: {config.device} -> {device}"
+
+
 # ---------------------------------------------------------------- model
 
 def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
@@ -271,7 +286,8 @@ def attach_masks(loaders: Loaders, config: Config, plan: Plan, mask_plan, world=
 def loop_settings(config: Config, plan: Plan):
     from hjepa_mlx.session import LoopSettings
 
-    lg, ev = config.logging, config.evaluation
+    lg = config.logging
+    ev = config.evaluation
     return LoopSettings(
         epochs=config.training.epochs, steps_per_epoch=plan.steps_per_epoch,
         accumulation_steps=config.training.accumulation_steps, two_views=plan.two_views,
@@ -312,7 +328,8 @@ def run_schedule(config: Config, plan: Plan):
     """When this config validates, runs k-NN, saves, checks for collapse and draws (see eta.Schedule)."""
     from hjepa_mlx.eta import Schedule
 
-    lg, ev = config.logging, config.evaluation
+    lg = config.logging
+    ev = config.evaluation
     return Schedule(epochs=config.training.epochs, steps_per_epoch=plan.steps_per_epoch,
                     validate_every=ev.eval_frequency, knn_every=ev.knn.frequency if ev.knn.enabled else 0,
                     save_every=config.checkpoint.save_frequency, collapse_every=lg.collapse_frequency,

@@ -61,11 +61,11 @@ class StepTimer:
 
         if plan.total_steps is None:   # size known only once the files are read: any size times the same step
             plan = make_plan(config, dataset_sizes={d.name: 10_000 for d in plan.datasets})
-        self.plan, self.say, self.size = plan, say, config.data.image_size
+        self.plan, self.say, self.size = plan, say, plan.image_size
         self.mask_plan = build_mask_plan(config, plan)
-        say(f"calibrating: building the model at image {self.size}, batch {config.data.batch_size} ...")
+        say(f"calibrating: building the model at image {self.size}, batch {plan.batch_size} ...")
         model = build_model(config, plan, quiet=True)
-        self.state = init_state(model, config.experiment.seed)
+        self.state = init_state(model, plan.seed)
         settings = dataclasses.replace(step_settings(config, plan), accumulation_steps=1)
         self.step_fn, _ = make_train_step(model, settings)
         self.rng = np.random.default_rng(0)
@@ -105,7 +105,7 @@ def calibrate(config: Config, plan, *, steps: int = 3, max_seconds: float = 75.0
     """Time the config's train step. `steps`: timed steps per batch size; `max_seconds`: the time the timed
     steps may take before smaller batches and extrapolation are used instead of the full batch."""
     start = time.perf_counter()
-    full, k = config.data.batch_size, config.training.accumulation_steps
+    full, k = plan.batch_size, plan.accumulation_steps
     timer = StepTimer(config, plan, say)
     time_batch = lambda b: timer.time_batch(b, steps)  # noqa: E731
 

@@ -54,7 +54,7 @@ def _checkpoint_path(target: Path) -> tuple[Path, Path]:
 
 
 def evaluate(args) -> dict:
-    from hjepa_mlx.build import build_model
+    from hjepa_mlx.build import build_model, knn_settings
     from hjepa_mlx.checkpoint import CheckpointManager
     from hjepa_mlx.config import load_config
     from hjepa_mlx.evaluate.datasets import labelled_loaders
@@ -76,16 +76,17 @@ def evaluate(args) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"checkpoint metadata {meta_path} is missing or corrupt ({exc})") from None
     config = load_config(None, raw=meta["config"], resolved=True).config
-    if not 0 <= args.level < config.model.num_hierarchies:
-        raise UserError(f"--level {args.level}: this model has levels 0..{config.model.num_hierarchies - 1}")
     plan = make_plan(config)
     model = build_model(config, plan, quiet=True)
+    if not 0 <= args.level < model.num_levels:
+        raise UserError(f"--level {args.level}: this model has levels 0..{model.num_levels - 1}")
     # The baseline: the same architecture at random init - exactly the weights this run started from
     # (build_model seeds the RNG with experiment.seed), so the comparison isolates what training changed.
     # It doubles as the template for loading, which builds a new tree and leaves it untouched.
-    baseline = init_state(model, config.experiment.seed)
+    baseline = init_state(model, plan.seed)
     trained, _ = CheckpointManager(ckpt.parent).load(ckpt, baseline)
 
+    knn = knn_settings(config)
     payload = {"checkpoint": str(ckpt), "step": meta.get("step"), "level": args.level, "protocols": protocols,
                "datasets": {}}
     for name, train_loader, test_loader in labelled_loaders(config, args.dataset, args.data_path, args.batch_size):
@@ -94,8 +95,7 @@ def evaluate(args) -> dict:
                     "raw-pixels": pixel_encoder()}
         print(f"evaluating on {name}: {', '.join(encoders)} encoders ...", flush=True)
         results = compare_encoders(encoders, train_loader, test_loader, protocols,
-                                   k_values=tuple(config.evaluation.knn.k_values),
-                                   temperature=config.evaluation.knn.temperature, seed=config.experiment.seed,
+                                   k_values=knn.k_values, temperature=knn.temperature, seed=plan.seed,
                                    max_train=args.max_train, max_test=args.max_test,
                                    say=lambda text: print(f"  {text}", flush=True))
         print(f"\n{name}: {args.max_train} train / {args.max_test} test images at most, level {args.level}, "
