@@ -56,11 +56,12 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
     side_stream = mx.new_stream(mx.default_device()) if config.training.parallel_streams else None
     from hjepa_mlx.distributed import gather_rows
 
-    batch_statistics = vicreg_enabled(config) or config.loss.use_contrastive
+    losses = loss_settings(config)
+    batch_statistics = bool(losses.terms)     # every loss term beside the prediction reads batch features
     return HJEPAModel(encoder=encoder(checkpointing), target_encoder=encoder(False), predictor=predictor,
                       fpn=fpn, grid=plan.grid, num_levels=m.num_hierarchies,
                       normalize_embeddings=config.loss.normalize_embeddings,
-                      loss_settings=loss_settings(config), two_views=plan.two_views, compute_dtype=dtype,
+                      loss_settings=losses, two_views=plan.two_views, compute_dtype=dtype,
                       vicreg_projector=vicreg.projector, expander=expander, side_stream=side_stream,
                       feature_gather=gather_rows(world) if world is not None and batch_statistics else None)
 
@@ -78,17 +79,27 @@ def encoder_kwargs(config: Config, plan: Plan) -> dict:
 
 
 def loss_settings(config: Config):
+    """The loss: the prediction settings and the enabled terms - the built-ins from the seed configs' keys
+    (VICReg: loss.type / use_vicreg, vicreg_weight, vicreg.*; NT-Xent: loss.use_contrastive, contrastive_*,
+    use_cosine_similarity), then the registered terms of loss.terms (already checked by the loader)."""
+    from hjepa_mlx.losses.contrastive import NTXentSettings
     from hjepa_mlx.losses.total import LossSettings
+    from hjepa_mlx.losses.vicreg import VICRegSettings
 
     loss = config.loss
+    terms = []
+    if vicreg_enabled(config):
+        v = loss.vicreg
+        terms.append(("vicreg", VICRegSettings(
+            weight=loss.vicreg_weight, sim_coeff=v.sim_coeff, std_coeff=v.std_coeff, cov_coeff=v.cov_coeff,
+            std_target=v.std_target, projector=v.projector, expander_dim=v.expander_dim)))
+    if loss.use_contrastive:
+        terms.append(("contrastive", NTXentSettings(
+            weight=loss.contrastive_weight, temperature=loss.contrastive_temperature,
+            use_cosine=loss.use_cosine_similarity, on_context=loss.contrastive_on_context)))
     return LossSettings(
         prediction_kind=prediction_kind(config), hierarchy_weights=tuple(loss.hierarchy_weights),
-        huber_delta=loss.huber_delta, jepa_weight=loss.jepa_weight,
-        vicreg=vicreg_enabled(config), vicreg_weight=loss.vicreg_weight, sim_coeff=loss.vicreg.sim_coeff,
-        std_coeff=loss.vicreg.std_coeff, cov_coeff=loss.vicreg.cov_coeff, std_target=loss.vicreg.std_target,
-        contrastive=loss.use_contrastive, contrastive_weight=loss.contrastive_weight,
-        temperature=loss.contrastive_temperature, use_cosine=loss.use_cosine_similarity,
-        on_context=loss.contrastive_on_context)
+        huber_delta=loss.huber_delta, jepa_weight=loss.jepa_weight, terms=tuple(terms) + tuple(loss.terms.items()))
 
 
 # ---------------------------------------------------------------- masks
