@@ -18,14 +18,14 @@ from hjepa_mlx.plan import Plan, holdout_count
 # ---------------------------------------------------------------- model
 
 def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
-    """world: a `distributed.World`; with several ranks and distributed.batch_statistics 'global', VICReg
-    and NT-Xent see the features of every rank (distributed.gather_rows)."""
+    """world: a `distributed.World`; with several ranks and distributed.batch_statistics 'global', the loss
+    terms (VICReg, NT-Xent, loss.terms) see the features of every rank (distributed.gather_rows)."""
     from hjepa_mlx.models.hierarchy import FPN
     from hjepa_mlx.models.hjepa import HJEPAModel
     from hjepa_mlx.models.precision import compute_dtype
     from hjepa_mlx.models.predictor import Predictor
     from hjepa_mlx.models.projector import Expander
-    from hjepa_mlx.models.vit import ViTEncoder
+    from hjepa_mlx.models.specs import encoder_family
 
     m = config.model
     spec = plan.encoder
@@ -36,7 +36,7 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
                   activation=m.mlp_activation)
 
     def encoder(use_checkpoint):
-        return ViTEncoder(**encoder_kwargs(config, plan), use_checkpoint=use_checkpoint)
+        return encoder_family(spec).build(**encoder_kwargs(config, plan), use_checkpoint=use_checkpoint)
 
     p = m.predictor
     predictor = Predictor(grid=plan.grid, encoder_dim=spec.embed_dim, predictor_dim=p.embed_dim, depth=p.depth,
@@ -67,8 +67,9 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
 
 
 def encoder_kwargs(config: Config, plan: Plan) -> dict:
-    """The `ViTEncoder` arguments of this config's (context and target) encoder, except use_checkpoint:
-    plain JSON-able values, so an exported encoder can carry them and be rebuilt without the config."""
+    """The arguments of this config's (context and target) encoder module (its family's `build`, models/specs.py;
+    `ViTEncoder` for the built-in ViT names), except use_checkpoint: plain JSON-able values, so an exported
+    encoder can carry them and be rebuilt without the config."""
     m = config.model
     spec = plan.encoder
     return dict(patch_size=spec.patch_size, image_size=plan.image_size, embed_dim=spec.embed_dim,
