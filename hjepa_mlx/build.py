@@ -34,14 +34,14 @@ def build_device(config: Config):
 # ---------------------------------------------------------------- model
 
 def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
-    """world: a `distributed.World`; with several ranks and distributed.batch_statistics 'global', VICReg
-    and NT-Xent see the features of every rank (distributed.gather_rows)."""
+    """world: a `distributed.World`; with several ranks and distributed.batch_statistics 'global', the loss
+    terms (VICReg, NT-Xent, loss.terms) see the features of every rank (distributed.gather_rows)."""
     from hjepa_mlx.models.hierarchy import FPN
     from hjepa_mlx.models.hjepa import HJEPAModel
     from hjepa_mlx.models.precision import compute_dtype
     from hjepa_mlx.models.predictor import Predictor
     from hjepa_mlx.models.projector import Expander
-    from hjepa_mlx.models.vit import ViTEncoder
+    from hjepa_mlx.models.specs import encoder_family
 
     m = config.model
     spec = plan.encoder
@@ -52,7 +52,7 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
                   activation=m.mlp_activation)
 
     def encoder(use_checkpoint):
-        return ViTEncoder(**encoder_kwargs(config, plan), use_checkpoint=use_checkpoint)
+        return encoder_family(spec).build(**encoder_kwargs(config, plan), use_checkpoint=use_checkpoint)
 
     p = m.predictor
     predictor = Predictor(grid=plan.grid, encoder_dim=spec.embed_dim, predictor_dim=p.embed_dim, depth=p.depth,
@@ -72,18 +72,20 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
     side_stream = mx.new_stream(mx.default_device()) if config.training.parallel_streams else None
     from hjepa_mlx.distributed import gather_rows
 
-    batch_statistics = vicreg_enabled(config) or config.loss.use_contrastive
+    losses = loss_settings(config)
+    batch_statistics = bool(losses.terms)     # every loss term beside the prediction reads batch features
     return HJEPAModel(encoder=encoder(checkpointing), target_encoder=encoder(False), predictor=predictor,
                       fpn=fpn, grid=plan.grid, num_levels=m.num_hierarchies,
                       normalize_embeddings=config.loss.normalize_embeddings,
-                      loss_settings=loss_settings(config), two_views=plan.two_views, compute_dtype=dtype,
+                      loss_settings=losses, two_views=plan.two_views, compute_dtype=dtype,
                       vicreg_projector=vicreg.projector, expander=expander, side_stream=side_stream,
                       feature_gather=gather_rows(world) if world is not None and batch_statistics else None)
 
 
 def encoder_kwargs(config: Config, plan: Plan) -> dict:
-    """The `ViTEncoder` arguments of this config's (context and target) encoder, except use_checkpoint:
-    plain JSON-able values, so an exported encoder can carry them and be rebuilt without the config."""
+    """The arguments of this config's (context and target) encoder module (its family's `build`, models/specs.py;
+    `ViTEncoder` for the built-in ViT names), except use_checkpoint: plain JSON-able values, so an exported
+    encoder can carry them and be rebuilt without the config."""
     m = config.model
     spec = plan.encoder
     return dict(patch_size=spec.patch_size, image_size=plan.image_size, embed_dim=spec.embed_dim,
@@ -94,17 +96,27 @@ def encoder_kwargs(config: Config, plan: Plan) -> dict:
 
 
 def loss_settings(config: Config):
+    """The loss: the prediction settings and the enabled terms - the built-ins from the seed configs' keys
+    (VICReg: loss.type / use_vicreg, vicreg_weight, vicreg.*; NT-Xent: loss.use_contrastive, contrastive_*,
+    use_cosine_similarity), then the registered terms of loss.terms (already checked by the loader)."""
+    from hjepa_mlx.losses.contrastive import NTXentSettings
     from hjepa_mlx.losses.total import LossSettings
+    from hjepa_mlx.losses.vicreg import VICRegSettings
 
     loss = config.loss
+    terms = []
+    if vicreg_enabled(config):
+        v = loss.vicreg
+        terms.append(("vicreg", VICRegSettings(
+            weight=loss.vicreg_weight, sim_coeff=v.sim_coeff, std_coeff=v.std_coeff, cov_coeff=v.cov_coeff,
+            std_target=v.std_target, projector=v.projector, expander_dim=v.expander_dim)))
+    if loss.use_contrastive:
+        terms.append(("contrastive", NTXentSettings(
+            weight=loss.contrastive_weight, temperature=loss.contrastive_temperature,
+            use_cosine=loss.use_cosine_similarity, on_context=loss.contrastive_on_context)))
     return LossSettings(
         prediction_kind=prediction_kind(config), hierarchy_weights=tuple(loss.hierarchy_weights),
-        huber_delta=loss.huber_delta, jepa_weight=loss.jepa_weight,
-        vicreg=vicreg_enabled(config), vicreg_weight=loss.vicreg_weight, sim_coeff=loss.vicreg.sim_coeff,
-        std_coeff=loss.vicreg.std_coeff, cov_coeff=loss.vicreg.cov_coeff, std_target=loss.vicreg.std_target,
-        contrastive=loss.use_contrastive, contrastive_weight=loss.contrastive_weight,
-        temperature=loss.contrastive_temperature, use_cosine=loss.use_cosine_similarity,
-        on_context=loss.contrastive_on_context)
+        huber_delta=loss.huber_delta, jepa_weight=loss.jepa_weight, terms=tuple(terms) + tuple(loss.terms.items()))
 
 
 # ---------------------------------------------------------------- masks

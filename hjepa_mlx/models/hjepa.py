@@ -4,8 +4,8 @@
   context encoder on the context indices (view 1, and view 2 when two views are used),
   target encoder on the full image (no gradient) + layer norm without affine parameters,
   predictor for every target block, hierarchy pooling (+ FPN), and the configured loss terms.
-The prediction loss uses view 1; view 2 only feeds the pooled features of VICReg / NT-Xent; multi-crop's
-local crops (`local_crops`, when present) only feed VICReg.
+The prediction loss uses view 1; view 2 only feeds the pooled features of the loss terms (VICReg, NT-Xent,
+registered ones: losses/registry.py); multi-crop's local crops (`local_crops`, when present) only feed VICReg.
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ class HJEPAModel(nn.Module):
 
         features = {"context_pooled_1": context.astype(mx.float32).mean(axis=1),
                     "target_pooled_1": target_tokens.mean(axis=1)}
-        # "none" acts on the pooled tokens themselves: total_loss falls back to context_pooled_*
-        vicreg = self._loss_settings.vicreg and self._projector != "none"
+        wanted = self._loss_settings.extra_features   # what the enabled terms read beyond the pooled features
+        # "none" acts on the pooled tokens themselves: the VICReg term falls back to context_pooled_*
+        vicreg = "vicreg_1" in wanted and self._projector != "none"
         if vicreg:
             features["vicreg_1"] = self._regularised(context)
         if self._two_views:
@@ -115,10 +116,9 @@ class HJEPAModel(nn.Module):
                 features["vicreg_2"] = self._regularised(context2)
             if "local_crops" in micro:
                 features["vicreg_local"] = self._local_features(micro["local_crops"])
-            s = self._loss_settings
-            if s.contrastive and not s.on_context:   # only NT-Xent against target features needs view 2's targets
+            if "target_pooled_2" in wanted:   # e.g. NT-Xent against target features: view 2's targets
                 features["target_pooled_2"] = self.encode_target(target_params, images2).mean(axis=1)
-        if self._gather is not None:      # VICReg / NT-Xent statistics over the global batch
+        if self._gather is not None:      # the loss terms' batch statistics over the global batch
             features = {name: self._gather(value) for name, value in features.items()}
         loss, metrics = total_loss(self._loss_settings, levels, features)
         metrics = {**metrics,
