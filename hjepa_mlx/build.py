@@ -177,25 +177,46 @@ def transform_spec(config: Config):
                          random_erasing_prob=t.deit3.random_erasing_prob)
 
 
-def _entries(config: Config):
+def run_dataset_entries(config: Config) -> list[tuple[str, str, float]]:
+    """(name, path, weight) of every dataset the run trains on: data.datasets, or data.dataset alone."""
     d = config.data
     if d.use_multi_dataset:
         return [(e.name, e.path, e.weight) for e in d.datasets]
     return [(d.dataset, d.data_path, 1.0)]
 
 
-def _dataset(config: Config, name: str, root: str, split: str):
+def open_dataset(config: Config, name: str, root: str, split: str):
+    """The registered dataset `name` at `root`, split `split` exactly as asked (training reads the entry's
+    ssl_train_split, the probes its labelled_train_split and 'val')."""
     from hjepa_mlx.data.registry import build_dataset
 
+    # The synthetic dataset is the one configured by a section of its own (data.synthetic), and this module
+    # is the one reader of config keys, so its options are made here; a registered dataset takes none.
+    if name != "synthetic":
+        return build_dataset(name, root, split)
     s = config.data.synthetic
-    if name == "synthetic":
-        count = s.num_train if split == "train" else s.num_val
-        return build_dataset(name, root, split, num_images=count, num_classes=s.num_classes,
-                             image_size=config.data.image_size,
-                             seed=config.experiment.seed + (0 if split == "train" else 1))
-    if name == "stl10" and split == "train":
-        split = "train+unlabeled"
-    return build_dataset(name, root, split)
+    train = split == "train"
+    return build_dataset(name, root, split, num_images=s.num_train if train else s.num_val,
+                         num_classes=s.num_classes, image_size=config.data.image_size,
+                         seed=config.experiment.seed + (0 if train else 1))
+
+
+def open_ssl_train(config: Config, name: str, root: str):
+    """The split self-supervised training reads (the entry's ssl_train_split)."""
+    from hjepa_mlx.data.registry import dataset_entry
+
+    return open_dataset(config, name, root, dataset_entry(name).ssl_train_split)
+
+
+def open_labelled_train(config: Config, name: str, root: str, ssl_train=None):
+    """The labelled split k-NN and probes train on; `ssl_train` (the opened training split) is reused when
+    it is the same split, so large files are read once."""
+    from hjepa_mlx.data.registry import dataset_entry
+
+    entry = dataset_entry(name)
+    if ssl_train is not None and entry.labelled_train_split == entry.ssl_train_split:
+        return ssl_train
+    return open_dataset(config, name, root, entry.labelled_train_split)
 
 
 def build_loaders(config: Config, plan: Plan, world=None) -> Loaders:
@@ -209,8 +230,8 @@ def build_loaders(config: Config, plan: Plan, world=None) -> Loaders:
 
     d = config.data
     seed = config.experiment.seed
-    entries = _entries(config)
-    full_train = [_dataset(config, n, p, "train") for n, p, _ in entries]
+    entries = run_dataset_entries(config)
+    full_train = [open_ssl_train(config, n, p) for n, p, _ in entries]
     # Validation: images held out of each training split (every dataset represented), never the test split.
     splits = [split_holdout(ds, holdout_count(config), seed) for ds in full_train]
     train_sets, val_sets = [t for t, _ in splits], [v for _, v in splits]
@@ -240,8 +261,8 @@ def build_loaders(config: Config, plan: Plan, world=None) -> Loaders:
         probe=BatchLoader(val, d.batch_size, eval_tf, seed=seed, num_workers=d.num_workers, shuffle=False))
     if config.evaluation.knn.enabled:
         for (name, path, _), tr in zip(entries, full_train):
-            labelled_train = tr if name != "stl10" else _dataset(config, name, path, "train_labelled")
-            test = _dataset(config, name, path, "val")
+            labelled_train = open_labelled_train(config, name, path, ssl_train=tr)
+            test = open_dataset(config, name, path, "val")
             # evaluation sees every image: keep the last partial batch (one extra trace of the encoder)
             loaders.knn_train.append((name, BatchLoader(labelled_train, d.batch_size, eval_tf, seed=seed, drop_last=False,
                                                         num_workers=d.num_workers, shuffle=False)))

@@ -10,11 +10,6 @@ from pathlib import Path
 
 from hjepa_mlx.config.schema import Config
 
-# Images each dataset contributes to self-supervised training (STL-10 uses train + unlabeled, as the
-# seed documents count it). Used by the plan when the files are not on disk yet.
-NOMINAL_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 105_000, "imagenet100": 126_689}
-SSL_TRAIN_SPLIT = {"stl10": "train+unlabeled"}
-
 
 @dataclass(frozen=True)
 class DatasetPlan:
@@ -53,22 +48,22 @@ class Plan:
 
 
 def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
-    data = config.data
-    if data.use_multi_dataset:
-        entries = [(d.name, d.path, d.weight) for d in data.datasets]
-    else:
-        entries = [(data.dataset, data.data_path, 1.0)]
+    """Each training dataset's split and size: the registry entry's nominal size (the files are not read
+    yet), or the exact size of a dataset made in memory, which opens instantly."""
+    from hjepa_mlx.build import open_ssl_train, run_dataset_entries
+    from hjepa_mlx.data.registry import dataset_entry
+
     plans = []
     held = holdout_count(config)
-    for name, path, weight in entries:
-        split = SSL_TRAIN_SPLIT.get(name, "train")
-        if name == "synthetic":
-            size, nominal = data.synthetic.num_train, False
+    for name, path, weight in run_dataset_entries(config):
+        entry = dataset_entry(name)
+        if entry.reads_files:
+            size, nominal = entry.nominal_train_size, True
         else:
-            size, nominal = NOMINAL_TRAIN_SIZES.get(name), True
+            size, nominal = len(open_ssl_train(config, name, path)), False
         if size is not None:
             size = max(size - held, 0)      # the validation hold-out is not trained on
-        plans.append(DatasetPlan(name, path, weight, split, size, nominal))
+        plans.append(DatasetPlan(name, path, weight, entry.ssl_train_split, size, nominal))
     return tuple(plans)
 
 

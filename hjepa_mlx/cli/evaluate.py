@@ -16,8 +16,6 @@ from pathlib import Path
 from hjepa_mlx.cli.helpfmt import DefaultsFormatter
 from hjepa_mlx.errors import UserError, run_for_user
 
-from hjepa_mlx.evaluate.protocols import PROTOCOLS
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
@@ -26,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run directory (its latest checkpoint) or a checkpoint .safetensors file")
     p.add_argument("--dataset", help="dataset name (default: the run's own dataset, or its first labelled one)")
     p.add_argument("--data-path", help="dataset root (default: the run's)")
-    p.add_argument("--protocol", default="knn,linear,quality", help="comma list of knn, linear, quality")
+    p.add_argument("--protocol", default="knn,linear,quality",
+                   help="comma list of registered evaluators (built in: knn, linear, quality)")
     p.add_argument("--level", type=int, default=0, help="hierarchy level of the pooled features (0: all tokens)")
     p.add_argument("--max-train", type=int, default=5000, help="labelled train images used (feature bank)")
     p.add_argument("--max-test", type=int, default=2000, help="test images used")
@@ -58,6 +57,7 @@ def evaluate(args) -> dict:
     from hjepa_mlx.checkpoint import CheckpointManager
     from hjepa_mlx.config import load_config
     from hjepa_mlx.evaluate.datasets import labelled_loaders
+    from hjepa_mlx.evaluate.evaluators import evaluator_names
     from hjepa_mlx.evaluate.features import make_pooled_encoder
     from hjepa_mlx.evaluate.protocols import compare_encoders, pixel_encoder
     from hjepa_mlx.evaluate.report import format_report, write_json
@@ -66,9 +66,9 @@ def evaluate(args) -> dict:
     from hjepa_mlx.state import init_state
 
     protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
-    unknown = [p for p in protocols if p not in PROTOCOLS]
+    unknown = [p for p in protocols if p not in evaluator_names()]
     if unknown:
-        raise UserError(f"--protocol {unknown[0]!r} is not one of {', '.join(PROTOCOLS)}")
+        raise UserError(f"--protocol {unknown[0]!r} is not one of {', '.join(evaluator_names())}")
     ckpt, run_dir = _checkpoint_path(Path(args.target))
     meta_path = ckpt.with_suffix(".json")
     try:

@@ -13,8 +13,6 @@ from hjepa_mlx.errors import UserError
 from hjepa_mlx.losses.contrastive import CONTRASTIVE
 from hjepa_mlx.losses.vicreg import VICREG
 
-DATASET_NAMES = ("synthetic", "cifar10", "cifar100", "stl10", "imagefolder", "imagenet100")
-
 # Keys whose value asks for something this project does not do. Each entry: dotted path, a predicate
 # on the value that is refused, and why. (Features still being built are listed here until they land.)
 REFUSED: list[tuple[str, Callable[[object], bool], str]] = [
@@ -157,14 +155,16 @@ def _data_rules(config: Config, provided: frozenset[str], source: str) -> None:
         if "data.sampling_strategy" in provided:
             raise UserError(f"{source}: data.sampling_strategy only applies when data.use_multi_dataset is true")
         names = [data.dataset]
+    # Asked at validation time, not import time: datasets registered after this module was imported count.
+    from hjepa_mlx.data.registry import dataset_names
+
+    known = dataset_names()
     for i, name in enumerate(names):
         if name == "" and data.use_multi_dataset:
-            raise UserError(f"{source}: data.datasets[{i}] has no name; add name: (one of "
-                            f"{', '.join(DATASET_NAMES)})")
-        if name not in DATASET_NAMES:
+            raise UserError(f"{source}: data.datasets[{i}] has no name; add name: (one of {', '.join(known)})")
+        if name not in known:
             key = f"data.datasets[{i}].name" if data.use_multi_dataset else "data.dataset"
-            raise UserError(f"{source}: {key} '{name}' is not a known dataset; choose one of "
-                            f"{', '.join(DATASET_NAMES)}")
+            raise UserError(f"{source}: {key} '{name}' is not a known dataset; choose one of {', '.join(known)}")
 
 
 def _training_rules(config: Config, source: str) -> None:
