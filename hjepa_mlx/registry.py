@@ -1,4 +1,5 @@
-"""Named extension points (datasets, evaluators): register once by name, look up by name.
+"""Named extension points (datasets, evaluators, loss terms, encoder families): register once by name,
+look up by name.
 
 One small class so every extension point refuses a duplicate and explains an unknown name the same way.
 """
@@ -36,6 +37,9 @@ class Registry(Generic[T]):
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._items)
+
+    def items(self) -> tuple[T, ...]:
+        return tuple(self._items.values())
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from hjepa_mlx.errors import UserError
+from hjepa_mlx.registry import Registry
 
 
 def _no_second_view(settings) -> bool:
@@ -63,38 +64,36 @@ class LossTerm:
         return f"{settings.weight:g} x {text}"
 
 
-_TERMS: dict[str, LossTerm] = {}
+_TERMS: Registry[LossTerm] = Registry("loss term")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")   # one config key: no dots
 
 
 def register_loss_term(term: LossTerm) -> LossTerm:
     """Add `term` after the ones registered before it; ValueError for a taken name or a malformed term."""
-    if term.name in _TERMS:
-        raise ValueError(f"a loss term named {term.name!r} is already registered")
     if not _NAME.match(term.name):
         raise ValueError(f"loss term name {term.name!r} must be a valid identifier (it is a config key)")
     if not dataclasses.is_dataclass(term.settings_type) or \
             "weight" not in {f.name for f in dataclasses.fields(term.settings_type)}:
         raise ValueError(f"loss term {term.name!r}: settings_type must be a dataclass with a 'weight' field")
-    _TERMS[term.name] = term
+    _TERMS.add(term.name, term)
     return term
 
 
 def unregister_loss_term(name: str) -> None:
     """Remove a term (tests, plug-ins being reloaded); unknown names are ignored."""
-    _TERMS.pop(name, None)
+    _TERMS.remove(name)
 
 
 def loss_terms() -> tuple[LossTerm, ...]:
     """Every registered term, in registration order."""
-    return tuple(_TERMS.values())
+    return _TERMS.items()
 
 
 def loss_term(name: str, where: str = "loss term") -> LossTerm:
     """The term called `name`; UserError naming `where` and listing the registered names otherwise."""
     if name not in _TERMS:
-        raise UserError(f"{where}: {name!r} is not a registered loss term; registered: {', '.join(_TERMS)}")
-    return _TERMS[name]
+        raise UserError(f"{where}: {name!r} is not a registered loss term; registered: {', '.join(_TERMS.names())}")
+    return _TERMS.get(name)
 
 
 def term_options(name: str, where: str) -> type:
@@ -108,7 +107,7 @@ def term_options(name: str, where: str) -> type:
 
 def order(terms) -> tuple:
     """(name, settings) pairs sorted by registration order; UserError for an unregistered name."""
-    position = {name: i for i, name in enumerate(_TERMS)}
+    position = {name: i for i, name in enumerate(_TERMS.names())}
     for name, _ in terms:
         loss_term(name)
     return tuple(sorted(terms, key=lambda pair: position[pair[0]]))

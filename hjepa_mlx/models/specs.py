@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from hjepa_mlx.errors import UserError
+from hjepa_mlx.registry import Registry
 
 # width, depth, heads - as timm's ViT-T/S/B/L
 SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
@@ -47,33 +48,31 @@ class EncoderFamily:
     valid_forms: str
 
 
-_FAMILIES: dict[str, EncoderFamily] = {}
+_FAMILIES: Registry[EncoderFamily] = Registry("encoder family")
 
 
 def register_encoder(family: EncoderFamily) -> EncoderFamily:
     """Add a family (names are tried family by family, in registration order); ValueError for a taken name."""
-    if family.name in _FAMILIES:
-        raise ValueError(f"an encoder family named {family.name!r} is already registered")
-    _FAMILIES[family.name] = family
+    _FAMILIES.add(family.name, family)
     return family
 
 
 def unregister_encoder(name: str) -> None:
-    _FAMILIES.pop(name, None)
+    _FAMILIES.remove(name)
 
 
 def encoder_family(spec: EncoderSpec) -> EncoderFamily:
     """The family that builds `spec`'s module."""
-    return _FAMILIES[spec.family]
+    return _FAMILIES.get(spec.family)
 
 
 def parse_encoder_name(name: str) -> EncoderSpec:
     """EncoderSpec from the first family that knows `name`; UserError listing every family's forms otherwise."""
-    for family in _FAMILIES.values():
+    for family in _FAMILIES.items():
         spec = family.parse(str(name))
         if spec is not None:
             return spec
-    forms = "; or ".join(f.valid_forms for f in _FAMILIES.values())
+    forms = "; or ".join(f.valid_forms for f in _FAMILIES.items())
     raise UserError(f"model.encoder_type '{name}' is not a known encoder; use {forms}")
 
 
