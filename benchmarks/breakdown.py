@@ -26,6 +26,7 @@ from mlx.utils import tree_map
 
 from common import time_median
 from hjepa_mlx import kernels, optim
+from hjepa_mlx.levels import parent_cells
 from hjepa_mlx.losses.total import total_loss
 from hjepa_mlx.models import attention as attention_mod
 from hjepa_mlx.models import vit as vit_mod
@@ -164,8 +165,7 @@ def phase_functions(model, state, batch, settings, two_views: bool):
     micro = tree_map(lambda x: x[0], batch)
     params, target = state["params"], state["target"]
     images, ctx_idx, tgt_idx = micro["images"], micro["context_idx"], micro["target_idx"]
-    num_levels = len([k for k in micro if k.startswith("level_idx_")])
-    level_idx = [micro[f"level_idx_{i}"] for i in range(num_levels)]
+    level_idx = [parent_cells(tgt_idx, model.grid, level) for level in range(model.num_levels)]
     views = [images] + ([micro["images_view2"]] if two_views else [])
 
     target_tokens = model.encode_target(target, images)

@@ -35,7 +35,7 @@ def rate(loader, batches: int, repeats: int) -> dict:
     for r in range(repeats + 1):
         it = loader.epoch(r)
         start = time.perf_counter()
-        n = sum(len(next(it)["labels"]) for _ in range(batches))
+        n = sum(len(next(it)) for _ in range(batches))
         it.close()
         if r:                                          # pass 0 warms caches and the thread pool
             rates.append(n / (time.perf_counter() - start))

@@ -49,7 +49,7 @@ from hjepa_mlx.masks import sample_masks  # noqa: E402
 from hjepa_mlx.plan import make_plan  # noqa: E402
 from hjepa_mlx.state import init_state  # noqa: E402
 from hjepa_mlx.step import make_train_step  # noqa: E402
-from hjepa_mlx.train import device_batch  # noqa: E402
+from hjepa_mlx.batch import Batch, device_batch  # noqa: E402
 
 # Per-epoch minutes the seed documents projected (never measured), per config file name.
 SEED_CLAIMS_MIN = SEED_PROJECTED_MIN_PER_EPOCH
@@ -83,13 +83,14 @@ def prepare(config, world=SINGLE):
     k, size = config.training.accumulation_steps, config.data.image_size
     b = per_rank_batch(world, config.data.batch_size)
     rng = np.random.default_rng(world.rank)
-    host = [{"images": rng.standard_normal((b, size, size, 3), dtype=np.float32),
-             "images_view2": rng.standard_normal((b, size, size, 3), dtype=np.float32)} for _ in range(k)]
     count, local = plan.local_crops
-    for h in host if count else ():
-        h["local_crops"] = rng.standard_normal((b, count, local, local, 3), dtype=np.float32)
-    masks = [shard_masks(world, sample_masks(mask_plan, config.data.batch_size, 0, i, 0)) for i in range(k)]
-    batch = device_batch(host, masks, plan.two_views)
+    host = [Batch(images=rng.standard_normal((b, size, size, 3), dtype=np.float32),
+                  images_view2=rng.standard_normal((b, size, size, 3), dtype=np.float32),
+                  local_crops=rng.standard_normal((b, count, local, local, 3), dtype=np.float32) if count else None,
+                  labels=np.zeros(b, np.int32), dataset_ids=np.zeros(b, np.int32),
+                  masks=shard_masks(world, sample_masks(mask_plan, config.data.batch_size, 0, i, 0)))
+            for i in range(k)]
+    batch = device_batch(host, plan.two_views)
     holder = {"state": state}
 
     def one_step():

@@ -1,7 +1,6 @@
 #include "primitives.h"
 
 #include <algorithm>
-#include <atomic>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -49,9 +48,10 @@ mx::cpu::CommandEncoder& prepare(const mx::Stream& stream, const std::vector<mx:
 }
 
 // Runs row_fn(begin, end) over the rows of a rows x cols problem, in parallel when it is large.
+size_t row_grain(size_t cols) { return std::max<size_t>(1, kRowElementGrain / std::max<size_t>(cols, 1)); }
+
 void parallel_rows(size_t rows, size_t cols, const std::function<void(size_t, size_t)>& row_fn) {
-  const size_t grain = std::max<size_t>(1, kRowElementGrain / std::max<size_t>(cols, 1));
-  parallel_for(rows, grain, row_fn);
+  parallel_for(rows, row_grain(cols), row_fn);
 }
 
 }  // namespace
@@ -238,22 +238,21 @@ void LayerNormGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<m
   encoder.dispatch([xp = x.data<float>(), gp = dy.data<float>(), wp, dxp = outputs[0].data<float>(), dwp, dbp,
                     rows = rows_of(x), cols = cols_of(x), eps = eps_]() {
     const auto& k = kernels();
-    // Each part sums its rows' weight and bias gradients into its own slot; the slots are added after.
-    const int slots = pool().threads() * 4;
+    // Each part sums its rows' weight and bias gradients into its own slot (the part's index, not the
+    // order parts happen to start in); the slots are added in index order, so the result is the same
+    // bits whichever thread ran which part. Unused slots hold zeros, which add exactly.
+    const int slots = max_parts();
     std::vector<float> partial(dwp ? static_cast<size_t>(slots) * 2 * cols : 0, 0.0f);
     std::vector<float> scratch(static_cast<size_t>(slots) * cols);
-    std::atomic<int> next_slot{0};
-    parallel_rows(rows, cols, [&](size_t b, size_t e) {
-      const int slot = next_slot.fetch_add(1);
+    parallel_parts(rows, row_grain(cols), [&](int slot, size_t b, size_t e) {
       float* dw = dwp ? partial.data() + static_cast<size_t>(slot) * 2 * cols : nullptr;
       float* db = dwp ? dw + cols : nullptr;
       k.layer_norm_backward(xp + b * cols, wp, gp + b * cols, dxp + b * cols, dw, db,
                             scratch.data() + static_cast<size_t>(slot) * cols, e - b, cols, eps);
     });
     if (dwp) {
-      const int used = next_slot.load();
       for (size_t i = 0; i < cols; ++i) dwp[i] = dbp[i] = 0.0f;
-      for (int p = 0; p < used; ++p) {
+      for (int p = 0; p < slots; ++p) {
         const float* dw = partial.data() + static_cast<size_t>(p) * 2 * cols;
         for (size_t i = 0; i < cols; ++i) {
           dwp[i] += dw[i];

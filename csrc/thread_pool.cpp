@@ -78,21 +78,25 @@ ThreadPool& pool() {
   return *instance;
 }
 
-void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) {
+int max_parts() { return pool().threads() * 4; }
+
+void parallel_parts(size_t n, size_t grain, const std::function<void(int, size_t, size_t)>& fn) {
   if (n == 0) return;
-  const int threads = pool().threads();
-  const size_t max_parts = static_cast<size_t>(threads) * 4;
-  const size_t parts = std::max<size_t>(1, std::min(max_parts, n / std::max<size_t>(grain, 1)));
+  const size_t parts = std::max<size_t>(1, std::min(static_cast<size_t>(max_parts()), n / std::max<size_t>(grain, 1)));
   if (parts == 1) {
-    fn(0, n);
+    fn(0, 0, n);
     return;
   }
   const size_t step = (n + parts - 1) / parts;
   pool().run(static_cast<int>(parts), [&](int p) {
     const size_t begin = static_cast<size_t>(p) * step;
     const size_t end = std::min(n, begin + step);
-    if (begin < end) fn(begin, end);
+    if (begin < end) fn(p, begin, end);
   });
+}
+
+void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) {
+  parallel_parts(n, grain, [&](int, size_t begin, size_t end) { fn(begin, end); });
 }
 
 }  // namespace hjepa_kernels

@@ -52,4 +52,10 @@ ThreadPool& pool();
 // spread over the pool (a few parts per thread, so a core busy with something else does not stall it).
 void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
+// The same split, also passing each range's part index (0 .. max_parts(n) - 1, fixed by n and grain
+// alone): a reduction that keeps one partial result per part and adds them in part order gives the same
+// bits whichever thread ran which part.
+void parallel_parts(size_t n, size_t grain, const std::function<void(int, size_t, size_t)>& fn);
+int max_parts();
+
 }  // namespace hjepa_kernels

@@ -1,7 +1,8 @@
-"""From a validated `Config` to the objects a run needs: model, mask plan, data loaders, step settings.
+"""From a validated `Config` to the objects a run needs: model, mask plan, data loaders, and the typed
+settings of the step, the loop, evaluation, checkpoints, pictures and the live console.
 
-This is the one place that reads config keys for the model, masks, data and loss; the components
-themselves take explicit arguments.
+Outside `hjepa_mlx/config/` this is the one module that reads config keys; the components themselves take
+explicit arguments or the settings objects made here.
 """
 
 from __future__ import annotations
@@ -15,17 +16,32 @@ from hjepa_mlx.config.schema import Config
 from hjepa_mlx.plan import Plan, holdout_count
 
 
+# ---------------------------------------------------------------- processes and device
+
+def build_world(config: Config):
+    """This process's data-parallel world (distributed.*): one process unless started by mlx.launch."""
+    from hjepa_mlx.distributed import init_world
+    return init_world(config.distributed)
+
+
+def build_device(config: Config):
+    """(the MLX device `device` names, the line that says what was chosen and why)."""
+    from hjepa_mlx.config.devices import resolve_device
+    device, message = resolve_device(config.device)
+    return device, message or f"device: {config.device} -> {device}"
+
+
 # ---------------------------------------------------------------- model
 
 def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
-    """world: a `distributed.World`; with several ranks and distributed.batch_statistics 'global', VICReg
-    and NT-Xent see the features of every rank (distributed.gather_rows)."""
+    """world: a `distributed.World`; with several ranks and distributed.batch_statistics 'global', the loss
+    terms (VICReg, NT-Xent, loss.terms) see the features of every rank (distributed.gather_rows)."""
     from hjepa_mlx.models.hierarchy import FPN
     from hjepa_mlx.models.hjepa import HJEPAModel
     from hjepa_mlx.models.precision import compute_dtype
     from hjepa_mlx.models.predictor import Predictor
     from hjepa_mlx.models.projector import Expander
-    from hjepa_mlx.models.vit import ViTEncoder
+    from hjepa_mlx.models.specs import encoder_family
 
     m = config.model
     spec = plan.encoder
@@ -36,7 +52,7 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
                   activation=m.mlp_activation)
 
     def encoder(use_checkpoint):
-        return ViTEncoder(**encoder_kwargs(config, plan), use_checkpoint=use_checkpoint)
+        return encoder_family(spec).build(**encoder_kwargs(config, plan), use_checkpoint=use_checkpoint)
 
     p = m.predictor
     predictor = Predictor(grid=plan.grid, encoder_dim=spec.embed_dim, predictor_dim=p.embed_dim, depth=p.depth,
@@ -56,18 +72,20 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
     side_stream = mx.new_stream(mx.default_device()) if config.training.parallel_streams else None
     from hjepa_mlx.distributed import gather_rows
 
-    batch_statistics = vicreg_enabled(config) or config.loss.use_contrastive
+    losses = loss_settings(config)
+    batch_statistics = bool(losses.terms)     # every loss term beside the prediction reads batch features
     return HJEPAModel(encoder=encoder(checkpointing), target_encoder=encoder(False), predictor=predictor,
                       fpn=fpn, grid=plan.grid, num_levels=m.num_hierarchies,
                       normalize_embeddings=config.loss.normalize_embeddings,
-                      loss_settings=loss_settings(config), two_views=plan.two_views, compute_dtype=dtype,
+                      loss_settings=losses, two_views=plan.two_views, compute_dtype=dtype,
                       vicreg_projector=vicreg.projector, expander=expander, side_stream=side_stream,
                       feature_gather=gather_rows(world) if world is not None and batch_statistics else None)
 
 
 def encoder_kwargs(config: Config, plan: Plan) -> dict:
-    """The `ViTEncoder` arguments of this config's (context and target) encoder, except use_checkpoint:
-    plain JSON-able values, so an exported encoder can carry them and be rebuilt without the config."""
+    """The arguments of this config's (context and target) encoder module (its family's `build`, models/specs.py;
+    `ViTEncoder` for the built-in ViT names), except use_checkpoint: plain JSON-able values, so an exported
+    encoder can carry them and be rebuilt without the config."""
     m = config.model
     spec = plan.encoder
     return dict(patch_size=spec.patch_size, image_size=plan.image_size, embed_dim=spec.embed_dim,
@@ -78,17 +96,27 @@ def encoder_kwargs(config: Config, plan: Plan) -> dict:
 
 
 def loss_settings(config: Config):
+    """The loss: the prediction settings and the enabled terms - the built-ins from the seed configs' keys
+    (VICReg: loss.type / use_vicreg, vicreg_weight, vicreg.*; NT-Xent: loss.use_contrastive, contrastive_*,
+    use_cosine_similarity), then the registered terms of loss.terms (already checked by the loader)."""
+    from hjepa_mlx.losses.contrastive import NTXentSettings
     from hjepa_mlx.losses.total import LossSettings
+    from hjepa_mlx.losses.vicreg import VICRegSettings
 
     loss = config.loss
+    terms = []
+    if vicreg_enabled(config):
+        v = loss.vicreg
+        terms.append(("vicreg", VICRegSettings(
+            weight=loss.vicreg_weight, sim_coeff=v.sim_coeff, std_coeff=v.std_coeff, cov_coeff=v.cov_coeff,
+            std_target=v.std_target, projector=v.projector, expander_dim=v.expander_dim)))
+    if loss.use_contrastive:
+        terms.append(("contrastive", NTXentSettings(
+            weight=loss.contrastive_weight, temperature=loss.contrastive_temperature,
+            use_cosine=loss.use_cosine_similarity, on_context=loss.contrastive_on_context)))
     return LossSettings(
         prediction_kind=prediction_kind(config), hierarchy_weights=tuple(loss.hierarchy_weights),
-        huber_delta=loss.huber_delta, jepa_weight=loss.jepa_weight,
-        vicreg=vicreg_enabled(config), vicreg_weight=loss.vicreg_weight, sim_coeff=loss.vicreg.sim_coeff,
-        std_coeff=loss.vicreg.std_coeff, cov_coeff=loss.vicreg.cov_coeff, std_target=loss.vicreg.std_target,
-        contrastive=loss.use_contrastive, contrastive_weight=loss.contrastive_weight,
-        temperature=loss.contrastive_temperature, use_cosine=loss.use_cosine_similarity,
-        on_context=loss.contrastive_on_context)
+        huber_delta=loss.huber_delta, jepa_weight=loss.jepa_weight, terms=tuple(terms) + tuple(loss.terms.items()))
 
 
 # ---------------------------------------------------------------- masks
@@ -149,25 +177,46 @@ def transform_spec(config: Config):
                          random_erasing_prob=t.deit3.random_erasing_prob)
 
 
-def _entries(config: Config):
+def run_dataset_entries(config: Config) -> list[tuple[str, str, float]]:
+    """(name, path, weight) of every dataset the run trains on: data.datasets, or data.dataset alone."""
     d = config.data
     if d.use_multi_dataset:
         return [(e.name, e.path, e.weight) for e in d.datasets]
     return [(d.dataset, d.data_path, 1.0)]
 
 
-def _dataset(config: Config, name: str, root: str, split: str):
+def open_dataset(config: Config, name: str, root: str, split: str):
+    """The registered dataset `name` at `root`, split `split` exactly as asked (training reads the entry's
+    ssl_train_split, the probes its labelled_train_split and 'val')."""
     from hjepa_mlx.data.registry import build_dataset
 
+    # The synthetic dataset is the one configured by a section of its own (data.synthetic), and this module
+    # is the one reader of config keys, so its options are made here; a registered dataset takes none.
+    if name != "synthetic":
+        return build_dataset(name, root, split)
     s = config.data.synthetic
-    if name == "synthetic":
-        count = s.num_train if split == "train" else s.num_val
-        return build_dataset(name, root, split, num_images=count, num_classes=s.num_classes,
-                             image_size=config.data.image_size,
-                             seed=config.experiment.seed + (0 if split == "train" else 1))
-    if name == "stl10" and split == "train":
-        split = "train+unlabeled"
-    return build_dataset(name, root, split)
+    train = split == "train"
+    return build_dataset(name, root, split, num_images=s.num_train if train else s.num_val,
+                         num_classes=s.num_classes, image_size=config.data.image_size,
+                         seed=config.experiment.seed + (0 if train else 1))
+
+
+def open_ssl_train(config: Config, name: str, root: str):
+    """The split self-supervised training reads (the entry's ssl_train_split)."""
+    from hjepa_mlx.data.registry import dataset_entry
+
+    return open_dataset(config, name, root, dataset_entry(name).ssl_train_split)
+
+
+def open_labelled_train(config: Config, name: str, root: str, ssl_train=None):
+    """The labelled split k-NN and probes train on; `ssl_train` (the opened training split) is reused when
+    it is the same split, so large files are read once."""
+    from hjepa_mlx.data.registry import dataset_entry
+
+    entry = dataset_entry(name)
+    if ssl_train is not None and entry.labelled_train_split == entry.ssl_train_split:
+        return ssl_train
+    return open_dataset(config, name, root, entry.labelled_train_split)
 
 
 def build_loaders(config: Config, plan: Plan, world=None) -> Loaders:
@@ -181,8 +230,8 @@ def build_loaders(config: Config, plan: Plan, world=None) -> Loaders:
 
     d = config.data
     seed = config.experiment.seed
-    entries = _entries(config)
-    full_train = [_dataset(config, n, p, "train") for n, p, _ in entries]
+    entries = run_dataset_entries(config)
+    full_train = [open_ssl_train(config, n, p) for n, p, _ in entries]
     # Validation: images held out of each training split (every dataset represented), never the test split.
     splits = [split_holdout(ds, holdout_count(config), seed) for ds in full_train]
     train_sets, val_sets = [t for t, _ in splits], [v for _, v in splits]
@@ -212,8 +261,8 @@ def build_loaders(config: Config, plan: Plan, world=None) -> Loaders:
         probe=BatchLoader(val, d.batch_size, eval_tf, seed=seed, num_workers=d.num_workers, shuffle=False))
     if config.evaluation.knn.enabled:
         for (name, path, _), tr in zip(entries, full_train):
-            labelled_train = tr if name != "stl10" else _dataset(config, name, path, "train_labelled")
-            test = _dataset(config, name, path, "val")
+            labelled_train = open_labelled_train(config, name, path, ssl_train=tr)
+            test = open_dataset(config, name, path, "val")
             # evaluation sees every image: keep the last partial batch (one extra trace of the encoder)
             loaders.knn_train.append((name, BatchLoader(labelled_train, d.batch_size, eval_tf, seed=seed, drop_last=False,
                                                         num_workers=d.num_workers, shuffle=False)))
@@ -247,3 +296,104 @@ def train_dataset_sizes(loaders: Loaders) -> dict[str, int]:
     parts = getattr(ds, "datasets", [ds])
     return {p.name: len(p) for p in parts}
 
+
+
+def attach_masks(loaders: Loaders, config: Config, plan: Plan, mask_plan, world=None) -> Loaders:
+    """Give the training and validation loaders their mask sources, so masks are drawn in the loaders'
+    workers with the images. Training batch b of epoch e gets micro-batch number e * steps_per_epoch * k + b
+    (the step's counter: resume needs no replay); validation batch i gets number i with seed + 1, fixed
+    whatever the step, so validation losses at different steps are comparable."""
+    from hjepa_mlx.distributed import SINGLE
+    from hjepa_mlx.masks import MaskSource
+
+    world = world or SINGLE
+    seed, shard = config.experiment.seed, dict(rank=world.rank, world_size=world.size)
+    loaders.train.masks = MaskSource(mask_plan, config.data.batch_size, seed,
+                                     plan.steps_per_epoch * plan.accumulation_steps, **shard)
+    loaders.val.masks = MaskSource(mask_plan, config.data.batch_size, seed + 1, 0, **shard)
+    return loaders
+
+
+# ---------------------------------------------------------------- the loop and what runs beside it
+
+def loop_settings(config: Config, plan: Plan):
+    from hjepa_mlx.session import LoopSettings
+
+    lg = config.logging
+    ev = config.evaluation
+    return LoopSettings(
+        epochs=config.training.epochs, steps_per_epoch=plan.steps_per_epoch,
+        accumulation_steps=config.training.accumulation_steps, two_views=plan.two_views,
+        max_nonfinite_steps=config.training.max_nonfinite_steps, log_frequency=lg.log_frequency,
+        eval_frequency=ev.eval_frequency, knn=knn_settings(config) if ev.knn.enabled else None,
+        log_dataset_distribution=lg.log_dataset_distribution, log_images=lg.log_images,
+        log_attention=lg.log_attention, log_gradients=lg.log_gradients, use_tensorboard=lg.use_tensorboard)
+
+
+def knn_settings(config: Config):
+    from hjepa_mlx.evaluate.online import KnnSettings
+
+    k = config.evaluation.knn
+    return KnnSettings(frequency=k.frequency, k_values=tuple(k.k_values), metric_k=k.metric_k,
+                       temperature=k.temperature, max_train_images=k.max_train_images,
+                       max_val_images=k.max_val_images)
+
+
+def save_policy(config: Config):
+    from hjepa_mlx.checkpoint_policy import SavePolicy
+
+    c = config.checkpoint
+    return SavePolicy(save_frequency=c.save_frequency, save_every_steps=c.save_every_steps,
+                      save_every_minutes=c.save_every_minutes, save_best=c.save_best, metric=c.metric, mode=c.mode,
+                      keep_last_k=c.keep_last_k)
+
+
+def picture_settings(config: Config, plan: Plan):
+    from hjepa_mlx.pictures import PictureSettings
+
+    lg = config.logging
+    return PictureSettings(plot_every=lg.plot_frequency, image_every=lg.image_frequency, masks=lg.log_images,
+                           attention=lg.log_attention, patch_size=plan.encoder.patch_size,
+                           name=config.experiment.name)
+
+
+def run_schedule(config: Config, plan: Plan):
+    """When this config validates, runs k-NN, saves, checks for collapse and draws (see eta.Schedule)."""
+    from hjepa_mlx.eta import Schedule
+
+    lg = config.logging
+    ev = config.evaluation
+    return Schedule(epochs=config.training.epochs, steps_per_epoch=plan.steps_per_epoch,
+                    validate_every=ev.eval_frequency, knn_every=ev.knn.frequency if ev.knn.enabled else 0,
+                    save_every=config.checkpoint.save_frequency, collapse_every=lg.collapse_frequency,
+                    plot_every=lg.plot_frequency,
+                    image_every=lg.image_frequency if (lg.log_images or lg.log_attention) else 0)
+
+
+def run_info(config: Config) -> dict:
+    """What run.json tells scripts/monitor.py about the config (hjepa_mlx/live.py)."""
+    return {"collapse_patience": config.logging.collapse_patience, "checkpoint_metric": config.checkpoint.metric}
+
+
+def activity_costs(config: Config, plan: Plan, mask_plan, loaders: Loaders, probe_images: int) -> dict:
+    """eta.forward_costs for this run: each activity's images x forward FLOPs over a train step's FLOPs."""
+    from hjepa_mlx.eta import forward_costs
+    from hjepa_mlx.flops import train_flops_per_image, vit_forward_flops
+
+    spec, grid = plan.encoder, plan.grid[0] * plan.grid[1]
+    views = 2 if plan.two_views else 1
+    target_views = 2 if config.loss.use_contrastive and not config.loss.contrastive_on_context else 1
+    train = train_flops_per_image(
+        grid_tokens=grid, patch_size=spec.patch_size, encoder_width=spec.embed_dim, encoder_depth=spec.depth,
+        predictor_width=config.model.predictor.embed_dim, predictor_depth=config.model.predictor.depth,
+        context_tokens=mask_plan.num_context, num_blocks=config.masking.num_masks, block_tokens=mask_plan.num_target,
+        views=views, target_views=target_views)
+    target = 2 * grid * spec.patch_size ** 2 * 3 * spec.embed_dim + vit_forward_flops(grid, spec.embed_dim, spec.depth)
+    evaluation = target * target_views + (train - target * target_views) / 3    # trained paths: forward = 1/3
+    knn = config.evaluation.knn
+    knn_images = sum(min(len(tr.dataset), knn.max_train_images) + min(len(te.dataset), knn.max_val_images)
+                     for (_, tr), (_, te) in zip(loaders.knn_train, loaders.knn_val))
+    return forward_costs(images_per_step=plan.batch_size * plan.accumulation_steps, train_flops=train,
+                         target_forward_flops=target, eval_forward_flops=evaluation,
+                         validation_images=len(loaders.val.dataset), knn_images=knn_images,
+                         probe_images=probe_images)

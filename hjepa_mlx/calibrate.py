@@ -61,9 +61,9 @@ class StepTimer:
 
         if plan.total_steps is None:   # size known only once the files are read: any size times the same step
             plan = make_plan(config, dataset_sizes={d.name: 10_000 for d in plan.datasets})
-        self.plan, self.say, self.size = plan, say, config.data.image_size
+        self.plan, self.say, self.size = plan, say, plan.image_size
         self.mask_plan = build_mask_plan(config, plan)
-        say(f"calibrating: building the model at image {self.size}, batch {config.data.batch_size} ...")
+        say(f"calibrating: building the model at image {self.size}, batch {plan.batch_size} ...")
         model = build_model(config, plan, quiet=True)
         self.state = init_state(model)
         settings = dataclasses.replace(step_settings(config, plan), accumulation_steps=1)
@@ -72,13 +72,14 @@ class StepTimer:
         self.batches = {}
 
     def _batch(self, b: int) -> dict:
+        from hjepa_mlx.batch import Batch, device_batch
         from hjepa_mlx.masks import sample_masks
-        from hjepa_mlx.train import device_batch
 
         if b not in self.batches:
-            host = [{"images": self.rng.standard_normal((b, self.size, self.size, 3), dtype=np.float32),
-                     "images_view2": self.rng.standard_normal((b, self.size, self.size, 3), dtype=np.float32)}]
-            self.batches[b] = device_batch(host, [sample_masks(self.mask_plan, b, 0, 0, 0)], self.plan.two_views)
+            images = [self.rng.standard_normal((b, self.size, self.size, 3), dtype=np.float32) for _ in range(2)]
+            host = Batch(images=images[0], images_view2=images[1], labels=np.zeros(b, np.int32),
+                         dataset_ids=np.zeros(b, np.int32), masks=sample_masks(self.mask_plan, b, 0, 0, 0))
+            self.batches[b] = device_batch([host], self.plan.two_views)
             mx.eval(self.batches[b])
         return self.batches[b]
 
@@ -104,7 +105,7 @@ def calibrate(config: Config, plan, *, steps: int = 3, max_seconds: float = 75.0
     """Time the config's train step. `steps`: timed steps per batch size; `max_seconds`: the time the timed
     steps may take before smaller batches and extrapolation are used instead of the full batch."""
     start = time.perf_counter()
-    full, k = config.data.batch_size, config.training.accumulation_steps
+    full, k = plan.batch_size, plan.accumulation_steps
     timer = StepTimer(config, plan, say)
     time_batch = lambda b: timer.time_batch(b, steps)  # noqa: E731
 

@@ -84,10 +84,10 @@ def probe_batches(loader, count: int) -> list[np.ndarray]:
     loader has any), as a list of image batches."""
     out, seen = [], 0
     for batch in loader.epoch(0):
-        if out and seen + len(batch["images"]) > count:
+        if out and seen + len(batch) > count:
             break
-        if len(batch["images"]) != loader.batch_size:
+        if len(batch) != loader.batch_size:
             break
-        out.append(batch["images"])
-        seen += len(batch["images"])
+        out.append(batch.images)
+        seen += len(batch)
     return out

@@ -256,12 +256,7 @@ def gather_rows(world: World):
 def shard_masks(world: World, masks):
     """This rank's rows (rank, rank + N, ...) of a `MaskBatch` drawn for the global batch: the rows of
     the images the loader gave this rank."""
-    if not world.is_distributed:
-        return masks
-    take = lambda a: None if a is None else a[world.rank::world.size]
-    return replace(masks, context_idx=take(masks.context_idx), target_idx=take(masks.target_idx),
-                   level_idx=tuple(take(a) for a in masks.level_idx),
-                   context_idx_view2=take(masks.context_idx_view2))
+    return masks.rows(world.rank, world.size)
 
 
 def per_rank_batch(world: World, batch_size: int) -> int:

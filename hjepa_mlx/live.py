@@ -23,28 +23,20 @@ from hjepa_mlx.eta import RunClock, Schedule, remaining
 ESTIMATE_AFTER_STEPS = 5    # steady steps timed before the run prints its measured estimate
 
 
-def schedule_of(config, plan) -> Schedule:
-    """When this config validates, runs k-NN, saves, checks for collapse and draws (see eta.Schedule)."""
-    lg, ev = config.logging, config.evaluation
-    return Schedule(epochs=config.training.epochs, steps_per_epoch=plan.steps_per_epoch,
-                    validate_every=ev.eval_frequency, knn_every=ev.knn.frequency if ev.knn.enabled else 0,
-                    save_every=config.checkpoint.save_frequency, collapse_every=lg.collapse_frequency,
-                    plot_every=lg.plot_frequency,
-                    image_every=lg.image_frequency if (lg.log_images or lg.log_attention) else 0)
-
-
 class LiveRun:
-    """config, plan: the run's; logger: its RunLogger (its lines go through this console); budget_s:
+    """schedule: when the run does what (build.run_schedule); info: what run.json says of the config
+    (build.run_info); plan: the run's; logger: its RunLogger (its lines go through this console); budget_s:
     `--budget`; seed_name: the config file's stem; fallback: eta.forward_costs (activities not timed yet)."""
 
-    def __init__(self, config, plan, logger, *, budget_s: float | None = None, seed_name: str | None = None,
-                 fallback: dict | None = None, console: Console | None = None, start_step: int = 0):
-        self.config, self.plan, self.logger = config, plan, logger
+    def __init__(self, schedule: Schedule, info: dict, plan, logger, *, budget_s: float | None = None,
+                 seed_name: str | None = None, fallback: dict | None = None, console: Console | None = None,
+                 start_step: int = 0):
+        self.info, self.plan, self.logger = info, plan, logger
         self.console = console or Console()
         logger.console = self.console
         self.budget_s, self.seed_name = budget_s, seed_name
         self.fallback = fallback or {}
-        self.schedule = schedule_of(config, plan)
+        self.schedule = schedule
         self.clock = RunClock(plan.batch_size * plan.accumulation_steps)
         self.start_step = start_step
         self._said_compile = self._said_estimate = False
@@ -56,8 +48,7 @@ class LiveRun:
         info = {"total_steps": self.schedule.total_steps, "steps_per_epoch": self.schedule.steps_per_epoch,
                 "epochs": self.schedule.epochs, "images_per_step": self.clock.images_per_step,
                 "started": round(time.time(), 3), "start_step": self.start_step, "budget_s": self.budget_s,
-                "collapse_patience": self.config.logging.collapse_patience,
-                "checkpoint_metric": self.config.checkpoint.metric}
+                **self.info}
         (Path(run_dir) / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 
     # ------------------------------------------------------------ steps
@@ -133,27 +124,3 @@ class LiveRun:
 
     def close(self) -> None:
         self.console.close()
-
-
-def activity_costs(config, plan, mask_plan, loaders, monitor) -> dict:
-    """eta.forward_costs for this run: each activity's images x forward FLOPs over a train step's FLOPs."""
-    from hjepa_mlx.eta import forward_costs
-    from hjepa_mlx.flops import train_flops_per_image, vit_forward_flops
-
-    spec, grid = plan.encoder, plan.grid[0] * plan.grid[1]
-    views = 2 if plan.two_views else 1
-    target_views = 2 if config.loss.use_contrastive and not config.loss.contrastive_on_context else 1
-    train = train_flops_per_image(
-        grid_tokens=grid, patch_size=spec.patch_size, encoder_width=spec.embed_dim, encoder_depth=spec.depth,
-        predictor_width=config.model.predictor.embed_dim, predictor_depth=config.model.predictor.depth,
-        context_tokens=mask_plan.num_context, num_blocks=config.masking.num_masks, block_tokens=mask_plan.num_target,
-        views=views, target_views=target_views)
-    target = 2 * grid * spec.patch_size ** 2 * 3 * spec.embed_dim + vit_forward_flops(grid, spec.embed_dim, spec.depth)
-    evaluation = target * target_views + (train - target * target_views) / 3    # trained paths: forward = 1/3
-    knn = config.evaluation.knn
-    knn_images = sum(min(len(tr.dataset), knn.max_train_images) + min(len(te.dataset), knn.max_val_images)
-                     for (_, tr), (_, te) in zip(loaders.knn_train, loaders.knn_val))
-    return forward_costs(images_per_step=plan.batch_size * plan.accumulation_steps, train_flops=train,
-                         target_forward_flops=target, eval_forward_flops=evaluation,
-                         validation_images=len(loaders.val.dataset), knn_images=knn_images,
-                         probe_images=monitor.probe_images)

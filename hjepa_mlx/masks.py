@@ -22,18 +22,21 @@ meets them exactly:
 `min_keep` applies to the context only: the target size is fixed by `mask_scale`, and applying it to
 the targets would rule out small local-crop grids (6 x 6 gives K = 6).
 
-Level-l indices name the parent cell of each target patch on the pooled grid
-Hl = ceil(H / 2^l) x Wl = ceil(W / 2^l): (row >> l) * Wl + (col >> l); level 0 is the patch index.
+Level-l indices name the parent cell of each target patch on the pooled grid (hjepa_mlx/levels.py).
+
+`MaskSource` draws the masks in the data loader's workers, beside the images they go with (as I-JEPA's
+collator does): still a pure function of (seed, micro-batch number), so determinism and resume hold.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from hjepa_mlx.errors import UserError
+from hjepa_mlx.levels import parent_cells
 
 _PLAN_SEED = 20230601        # fixed, so Nc is a function of the config alone
 _PLAN_DRAWS = 4096
@@ -72,6 +75,15 @@ class MaskBatch:
     # between images) without describing the image - measured on CIFAR-10 as a steady fall of the
     # target features' std and RankMe while the VICReg terms stayed content.
     context_idx_view2: np.ndarray | None = None
+
+    def rows(self, start: int, step: int) -> MaskBatch:
+        """Rows start, start + step, ... of every array (a data-parallel rank's share of the global batch)."""
+        if step == 1 and start == 0:
+            return self
+        take = lambda a: None if a is None else a[start::step]
+        return replace(self, context_idx=take(self.context_idx), target_idx=take(self.target_idx),
+                       level_idx=tuple(take(a) for a in self.level_idx),
+                       context_idx_view2=take(self.context_idx_view2))
 
 
 def tight_block_shapes(k: int, grid_h: int, grid_w: int) -> tuple[tuple[int, int], ...]:
@@ -190,13 +202,8 @@ def plan_masks(grid_h: int, grid_w: int, num_masks: int = 4, mask_scale=(0.15, 0
 
 
 def level_indices(target_idx: np.ndarray, grid_h: int, grid_w: int, num_levels: int) -> tuple[np.ndarray, ...]:
-    """Parent cell of each patch index on level l's grid ceil(H/2^l) x ceil(W/2^l), l = 0..num_levels-1."""
-    rows, cols = target_idx // grid_w, target_idx % grid_w
-    out = []
-    for level in range(num_levels):
-        wl = math.ceil(grid_w / 2 ** level)
-        out.append(((rows >> level) * wl + (cols >> level)).astype(np.int32))
-    return tuple(out)
+    """Parent cell of each patch index on level l's grid, l = 0..num_levels-1 (hjepa_mlx/levels.py)."""
+    return tuple(parent_cells(target_idx, (grid_h, grid_w), level).astype(np.int32) for level in range(num_levels))
 
 
 def sample_masks(plan: MaskPlan, batch_size: int, seed: int, step: int, rank: int = 0) -> MaskBatch:
@@ -234,3 +241,21 @@ def _draw_batch(plan: MaskPlan, batch_size: int, rng: np.random.Generator) -> tu
     context_idx = np.sort(np.argsort(keys, axis=1)[:, :plan.num_context], axis=1).astype(np.int32)
     target_idx = np.nonzero(targets)[2].reshape(batch_size, plan.num_masks, plan.num_target).astype(np.int32)
     return context_idx, target_idx
+
+
+@dataclass(frozen=True)
+class MaskSource:
+    """The masks of the loader's batch `b` of `epoch`: `sample_masks` for the global batch of `batch_size`
+    images at micro-batch number epoch * batches_per_epoch + b (the optimizer step's micro-batch counter:
+    step * k + i), cut to this rank's rows - image p gets the same masks whatever the number of ranks."""
+
+    plan: MaskPlan
+    batch_size: int                # the global batch (data.batch_size)
+    seed: int
+    batches_per_epoch: int         # micro-batches the run takes from an epoch (steps_per_epoch * k)
+    rank: int = 0
+    world_size: int = 1
+
+    def __call__(self, epoch: int, batch: int) -> MaskBatch:
+        masks = sample_masks(self.plan, self.batch_size, self.seed, epoch * self.batches_per_epoch + batch, 0)
+        return masks.rows(self.rank, self.world_size)

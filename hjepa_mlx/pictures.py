@@ -5,6 +5,7 @@ training images and masks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
@@ -27,15 +28,26 @@ def attention_received(encoder, params, images: np.ndarray) -> list[np.ndarray]:
     return [r.reshape(gh, gw) for r in received]
 
 
+@dataclass(frozen=True)
+class PictureSettings:
+    """logging.plot_frequency / image_frequency (steps, 0: never), log_images (masks) / log_attention,
+    the encoder's patch size, experiment.name (the plots' title)."""
+    plot_every: int
+    image_every: int
+    masks: bool
+    attention: bool
+    patch_size: int
+    name: str
+
+
 class Pictures:
-    def __init__(self, run_dir: str | Path, config, plan, *, enabled: bool = True):
+    def __init__(self, run_dir: str | Path, settings: PictureSettings, *, enabled: bool = True):
         """enabled False (a data-parallel rank other than 0): nothing is ever due."""
-        lg = config.logging
         self.run_dir = Path(run_dir)
-        self.plot_every, self.image_every = (lg.plot_frequency, lg.image_frequency) if enabled else (0, 0)
-        self.masks_on, self.attention_on = lg.log_images, lg.log_attention
-        self.patch_size = plan.encoder.patch_size
-        self.name = config.experiment.name
+        self.plot_every, self.image_every = (settings.plot_every, settings.image_every) if enabled else (0, 0)
+        self.masks_on, self.attention_on = settings.masks, settings.attention
+        self.patch_size = settings.patch_size
+        self.name = settings.name
 
     def plots_due(self, step: int) -> bool:
         return self.plot_every > 0 and step % self.plot_every == 0
@@ -47,13 +59,13 @@ class Pictures:
         return draw_curves(read_metrics(self.run_dir / "metrics.jsonl"), self.run_dir / "plots" / "curves.png",
                            title=f"{self.name}: {self.run_dir}")
 
-    def images(self, step: int, model, state, host: list[dict], masks: list) -> list[Path]:
-        """host, masks: the step's first micro-batch and its masks (the images it trained on)."""
-        raw = host[0]["images"][:IMAGES_SHOWN]
+    def images(self, step: int, model, state, batch) -> list[Path]:
+        """batch: the step's first micro-batch (`Batch`, with its masks: the images it trained on)."""
+        raw = batch.images[:IMAGES_SHOWN]
         shown = [to_uint8(img) for img in raw]
         out = []
         if self.masks_on:
-            m = masks[0]
+            m = batch.masks
             out.append(draw_masks(shown, [m.context_idx[i] for i in range(len(shown))],
                                   [m.target_idx[i] for i in range(len(shown))], self.patch_size,
                                   self.run_dir / "images" / f"masks_step{step:08d}.png",

@@ -8,13 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hjepa_mlx.config.rules import prediction_kind, vicreg_enabled
 from hjepa_mlx.config.schema import Config
-
-# Images each dataset contributes to self-supervised training (STL-10 uses train + unlabeled, as the
-# seed documents count it). Used by the plan when the files are not on disk yet.
-NOMINAL_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 105_000, "imagenet100": 126_689}
-SSL_TRAIN_SPLIT = {"stl10": "train+unlabeled"}
 
 
 @dataclass(frozen=True)
@@ -49,25 +43,27 @@ class Plan:
     experiment: str = ""             # experiment.name and .description, one line
     world_size: int = 1              # data-parallel processes (mlx.launch); batch_size is split among them
     world: str = ""                  # distributed.World.describe()
+    epochs: int = 1                  # training.epochs
+    seed: int = 0                    # experiment.seed: initial weights, data order, augmentation, masks
 
 
 def dataset_plans(config: Config) -> tuple[DatasetPlan, ...]:
-    data = config.data
-    if data.use_multi_dataset:
-        entries = [(d.name, d.path, d.weight) for d in data.datasets]
-    else:
-        entries = [(data.dataset, data.data_path, 1.0)]
+    """Each training dataset's split and size: the registry entry's nominal size (the files are not read
+    yet), or the exact size of a dataset made in memory, which opens instantly."""
+    from hjepa_mlx.build import open_ssl_train, run_dataset_entries
+    from hjepa_mlx.data.registry import dataset_entry
+
     plans = []
     held = holdout_count(config)
-    for name, path, weight in entries:
-        split = SSL_TRAIN_SPLIT.get(name, "train")
-        if name == "synthetic":
-            size, nominal = data.synthetic.num_train, False
+    for name, path, weight in run_dataset_entries(config):
+        entry = dataset_entry(name)
+        if entry.reads_files:
+            size, nominal = entry.nominal_train_size, True
         else:
-            size, nominal = NOMINAL_TRAIN_SIZES.get(name), True
+            size, nominal = len(open_ssl_train(config, name, path)), False
         if size is not None:
             size = max(size - held, 0)      # the validation hold-out is not trained on
-        plans.append(DatasetPlan(name, path, weight, split, size, nominal))
+        plans.append(DatasetPlan(name, path, weight, entry.ssl_train_split, size, nominal))
     return tuple(plans)
 
 
@@ -78,33 +74,23 @@ def holdout_count(config: Config) -> int:
     return -(-config.data.val_holdout // b) * b
 
 
-def loss_terms(config: Config) -> tuple[str, ...]:
-    loss = config.loss
-    terms = [f"{loss.jepa_weight:g} x {prediction_kind(config)} prediction over {config.model.num_hierarchies} "
-             f"level(s), weights {list(loss.hierarchy_weights)}"]
-    if vicreg_enabled(config):
-        v = loss.vicreg
-        on = {"none": "pooled context tokens", "layernorm": "affine-free normalised context tokens, pooled",
-              "expander": f"expander {v.expander_dim}-{v.expander_dim}-{v.expander_dim} on pooled context tokens"}
-        terms.append(f"{loss.vicreg_weight:g} x VICReg (sim {v.sim_coeff:g}, std {v.std_coeff:g} towards "
-                     f"{v.std_target:g}, cov {v.cov_coeff:g}) on the {on[v.projector]}")
-    if loss.use_contrastive:
-        terms.append(f"{loss.contrastive_weight:g} x NT-Xent (T {loss.contrastive_temperature:g}, "
-                     f"{'context' if loss.contrastive_on_context else 'context vs target'} features)")
-    return tuple(terms)
-
-
-def needs_two_views(config: Config) -> bool:
-    return (vicreg_enabled(config) and config.loss.vicreg.sim_coeff > 0) or config.loss.use_contrastive
+def loss_lines(losses, num_levels: int) -> tuple[str, ...]:
+    """--dry-run's loss lines of a `losses.total.LossSettings`: the prediction loss, then every enabled term
+    in the order total_loss adds them (each term describes itself, losses/registry.py)."""
+    first = (f"{losses.jepa_weight:g} x {losses.prediction_kind} prediction over {num_levels} level(s), "
+             f"weights {list(losses.hierarchy_weights)}")
+    return (first,) + tuple(term.line(settings) for term, settings in losses.enabled())
 
 
 def make_plan(config: Config, *, output_dir: str | None = None,
               dataset_sizes: dict[str, int] | None = None, world=None) -> Plan:
     """`dataset_sizes` (name -> images) replaces nominal sizes once the data has been opened; `world` (a
     distributed.World) the processes that share each batch (the number of steps does not depend on it)."""
+    from hjepa_mlx.build import loss_settings
     from hjepa_mlx.models.specs import parse_encoder_name
 
     spec = parse_encoder_name(config.model.encoder_type)
+    losses = loss_settings(config)
     size = config.data.image_size
     grid = (size // spec.patch_size, size // spec.patch_size)
     plans = dataset_plans(config)
@@ -126,14 +112,15 @@ def make_plan(config: Config, *, output_dir: str | None = None,
         run_dir=str(Path(output_dir or config.experiment.output_dir)),
         encoder=spec, image_size=size, grid=grid, datasets=plans, images_per_epoch=images,
         batch_size=config.data.batch_size, accumulation_steps=t.accumulation_steps,
-        steps_per_epoch=steps, total_steps=total, two_views=needs_two_views(config),
-        loss_terms=loss_terms(config), val_holdout=holdout_count(config),
+        steps_per_epoch=steps, total_steps=total, two_views=losses.needs_two_views,
+        loss_terms=loss_lines(losses, config.model.num_hierarchies), val_holdout=holdout_count(config),
         ema_warmup_steps=None if steps is None else config.model.ema.momentum_warmup_epochs * steps,
         ema=() if not total else ema_milestones(config, config.model.ema.momentum_warmup_epochs * steps, total),
         local_crops=(config.data.multi_crop.num_local_crops, config.data.multi_crop.local_crop_size),
         predictor=predictor_line(config),
         experiment=" - ".join(x for x in (config.experiment.name, config.experiment.description) if x),
-        world_size=1 if world is None else world.size, world="" if world is None else world.describe())
+        world_size=1 if world is None else world.size, world="" if world is None else world.describe(),
+        epochs=t.epochs, seed=config.experiment.seed)
 
 
 def predictor_line(config: Config) -> str:

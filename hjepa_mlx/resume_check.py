@@ -59,16 +59,16 @@ def config_differences(saved: dict, current: dict) -> list[tuple[str, object, ob
     return [(k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def check_position(meta: dict, plan, config, changed: bool) -> None:
+def check_position(meta: dict, plan, changed: bool) -> None:
     """Refuse an epoch / batch position the run cannot have reached (e.g. epoch 999)."""
     epoch, batch, step = meta.get("epoch"), meta.get("batch_in_epoch"), meta.get("step")
     spe = plan.steps_per_epoch
     where = f"checkpoint at step {step}"
     if not isinstance(epoch, int) or not isinstance(batch, int) or not isinstance(step, int):
         raise UserError(f"{where}: its metadata lacks epoch / batch_in_epoch / step; it cannot be resumed")
-    if epoch > config.training.epochs or (epoch == config.training.epochs and batch):
+    if epoch > plan.epochs or (epoch == plan.epochs and batch):
         raise UserError(f"{where}: its metadata says epoch {epoch}, beyond this run's training.epochs "
-                        f"{config.training.epochs}; raise training.epochs to continue, or the metadata is corrupt")
+                        f"{plan.epochs}; raise training.epochs to continue, or the metadata is corrupt")
     if spe is not None and batch > spe:
         raise UserError(f"{where}: its metadata says batch {batch} of an epoch of {spe} steps; the metadata is "
                         f"corrupt or the epoch length changed")
@@ -77,21 +77,21 @@ def check_position(meta: dict, plan, config, changed: bool) -> None:
                         f"{epoch * spe + batch} with {spe} steps per epoch; the metadata is corrupt")
 
 
-def check_resume(config, meta: dict, plan, run_dir: Path, allow_changes: bool) -> Path | None:
+def check_resume(config_dict: dict, meta: dict, plan, run_dir: Path, allow_changes: bool) -> Path | None:
     """None to continue in the same checkpoint series, or the new series directory to fork into.
-    Raises UserError for a config whose differences change the math or the data order."""
+    config_dict: this run's config (config.to_dict). Raises UserError for a config whose differences
+    change the math or the data order."""
     from hjepa_mlx.checkpoint_series import next_series
-    from hjepa_mlx.config import to_dict
 
     saved = meta.get("config")
-    diffs = config_differences(saved, to_dict(config)) if isinstance(saved, dict) else []
+    diffs = config_differences(saved, config_dict) if isinstance(saved, dict) else []
     unsafe = [d for d in diffs if not _safe(d[0])]
     listing = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in unsafe[:8]) + (
         f"; and {len(unsafe) - 8} more" if len(unsafe) > 8 else "")
-    check_position(meta, plan, config, bool(unsafe))
+    check_position(meta, plan, bool(unsafe))
     if any(k == "training.epochs" for k, _, _ in diffs):
         print(f"resume: training.epochs changed ({next(o for k, o, _ in diffs if k == 'training.epochs')} -> "
-              f"{config.training.epochs}); the lr and EMA schedules are stretched over the new length")
+              f"{plan.epochs}); the lr and EMA schedules are stretched over the new length")
     if not unsafe:
         return None
     if not allow_changes:

@@ -64,8 +64,8 @@ def best_checkpoint(run_dir: str | Path) -> dict | None:
     except OSError:
         return None
     meta = read_json((ckdir / name).with_suffix(".json"))
-    config = meta.get("config", {}).get("checkpoint", {})
-    return {"name": name, "step": meta.get("step"), "metric": config.get("metric"), "value": meta.get("best_metric")}
+    policy = meta.get("config", {}).get("checkpoint", {})
+    return {"name": name, "step": meta.get("step"), "metric": policy.get("metric"), "value": meta.get("best_metric")}
 
 
 def latest_checkpoint(run_dir: str | Path) -> str | None:

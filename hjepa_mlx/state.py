@@ -13,9 +13,8 @@ from mlx.utils import tree_map
 from hjepa_mlx import optim
 
 
-def init_state(model, _unused_seed=None) -> dict:
-    """`model`: an HJEPAModel built with fresh initial weights (its seed already applied).
-    _unused_seed: the state holds no key any more; the slot stays until train.py stops passing the seed."""
+def init_state(model) -> dict:
+    """`model`: an HJEPAModel built with fresh initial weights (build_model applied experiment.seed)."""
     params = model.trainable_parameters()
     target = tree_map(lambda p: mx.array(p), params["encoder"])
     return {

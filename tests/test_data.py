@@ -202,23 +202,23 @@ def loader(**kw):
 def test_loader_shapes_and_determinism_independent_of_workers():
     a = list(loader(views=2).epoch(0))
     b = list(loader(views=2, num_workers=2).epoch(0))
-    assert len(a) == 10 and a[0]["images"].shape == (4, 16, 16, 3) and a[0]["images"].dtype == np.float32
+    assert len(a) == 10 and a[0].images.shape == (4, 16, 16, 3) and a[0].images.dtype == np.float32
     for x, y in zip(a, b):
-        np.testing.assert_array_equal(x["images"], y["images"])
-        np.testing.assert_array_equal(x["images_view2"], y["images_view2"])
-    assert not np.array_equal(a[0]["images"], a[0]["images_view2"])      # two independent views
-    assert not np.array_equal(a[0]["labels"], list(loader().epoch(1))[0]["labels"])
+        np.testing.assert_array_equal(x.images, y.images)
+        np.testing.assert_array_equal(x.images_view2, y.images_view2)
+    assert not np.array_equal(a[0].images, a[0].images_view2)      # two independent views
+    assert not np.array_equal(a[0].labels, list(loader().epoch(1))[0].labels)
 
 
 def test_ranks_partition_an_epoch_and_start_batch_resumes():
     seen = []
     for rank in range(2):
         for batch in loader(rank=rank, world_size=2).epoch(3):
-            seen.extend(batch["labels"].tolist())
+            seen.extend(batch.labels.tolist())
     order = loader().order(3)
     assert len(seen) == 40
     whole = list(loader().epoch(0))
-    np.testing.assert_array_equal(list(loader().epoch(0, start_batch=7))[0]["images"], whole[7]["images"])
+    np.testing.assert_array_equal(list(loader().epoch(0, start_batch=7))[0].images, whole[7].images)
     assert sorted(order.tolist()) == list(range(40))
 
 

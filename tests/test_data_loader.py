@@ -26,29 +26,29 @@ def test_batches_shapes_dtypes_and_count():
     batches = list(loader.epoch(0))
     assert len(loader) == len(batches) == 23 // 4
     b = batches[0]
-    assert b["images"].shape == b["images_view2"].shape == (4, 8, 8, 3) and b["images"].dtype == np.float32
-    assert b["labels"].dtype == np.int32 and b["dataset_ids"].dtype == np.int32
-    assert (b["dataset_ids"] == 0).all()
+    assert b.images.shape == b.images_view2.shape == (4, 8, 8, 3) and b.images.dtype == np.float32
+    assert b.labels.dtype == np.int32 and b.dataset_ids.dtype == np.int32
+    assert (b.dataset_ids == 0).all()
     order = np.random.default_rng([3, 0]).permutation(23)
-    np.testing.assert_array_equal(np.concatenate([x["labels"] for x in batches]), order[:20] % 5)
+    np.testing.assert_array_equal(np.concatenate([x.labels for x in batches]), order[:20] % 5)
     keep = make(drop_last=False)
-    assert len(keep) == 6 and sum(len(x["labels"]) for x in keep.epoch(0)) == 23
+    assert len(keep) == 6 and sum(len(x.labels) for x in keep.epoch(0)) == 23
     assert (make(shuffle=False).order(4) == np.arange(23)).all()
 
 
 def test_deterministic_and_independent_of_workers():
     a, b = list(make(views=2).epoch(1)), list(make(views=2, num_workers=2, prefetch=3).epoch(1))
     for x, y in zip(a, b, strict=True):
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k])
-    assert not np.array_equal(a[0]["images"], a[0]["images_view2"])
+        for k in x.keys():
+            np.testing.assert_array_equal(getattr(x, k), getattr(y, k))
+    assert not np.array_equal(a[0].images, a[0].images_view2)
     other_epoch = list(make().epoch(2))
-    assert not np.array_equal(a[0]["labels"], other_epoch[0]["labels"])
+    assert not np.array_equal(a[0].labels, other_epoch[0].labels)
 
 
 def test_view_one_does_not_depend_on_views():
     one, two = list(make().epoch(0)), list(make(views=2).epoch(0))
-    np.testing.assert_array_equal(one[1]["images"], two[1]["images"])
+    np.testing.assert_array_equal(one[1].images, two[1].images)
 
 
 def test_ranks_partition_the_epoch_equally_and_augment_like_one_rank():
@@ -62,7 +62,7 @@ def test_ranks_partition_the_epoch_equally_and_augment_like_one_rank():
         shard = make(batch_size=1, rank=r, world_size=3)
         assert len(shard) == 7
         for j, batch in enumerate(shard.epoch(5)):                    # global position j * 3 + r
-            np.testing.assert_array_equal(batch["images"], full[j * 3 + r]["images"])
+            np.testing.assert_array_equal(batch.images, full[j * 3 + r].images)
     with pytest.raises(ValueError):
         make(rank=2, world_size=2)
 
@@ -73,16 +73,16 @@ def test_start_batch_resumes_without_replaying(workers):
     tail = list(make(num_workers=workers).epoch(7, start_batch=3))
     assert len(tail) == len(full) - 3
     for x, y in zip(full[3:], tail, strict=True):
-        np.testing.assert_array_equal(x["images"], y["images"])
-        np.testing.assert_array_equal(x["labels"], y["labels"])
+        np.testing.assert_array_equal(x.images, y.images)
+        np.testing.assert_array_equal(x.labels, y.labels)
     assert list(make().epoch(7, start_batch=len(full))) == []
 
 
 def test_multicrop_batches():
     tf = make_multicrop_transform(TransformSpec(), 8, 4, num_local=2)
     b = next(make(transform=tf).epoch(0))
-    assert [c.shape for c in b["crops"]] == [(4, 8, 8, 3)] * 2 + [(4, 4, 4, 3)] * 2
-    assert b["images"] is b["crops"][0]
+    assert [c.shape for c in b.crops] == [(4, 8, 8, 3)] * 2 + [(4, 4, 4, 3)] * 2
+    assert b.images is b.crops[0]
 
 
 class Broken:

@@ -60,9 +60,9 @@ def test_labels_stay_per_dataset_and_ids_travel_with_samples():
     order = multi.epoch_order(0, 0)
     batch = next(loader.epoch(0))
     expect = [multi.load(int(i)) for i in order[:16]]
-    np.testing.assert_array_equal(batch["dataset_ids"], [e[2] for e in expect])
-    np.testing.assert_array_equal(batch["labels"], [e[1] for e in expect])
-    assert set(batch["dataset_ids"].tolist()) == {0, 1}
+    np.testing.assert_array_equal(batch.dataset_ids, [e[2] for e in expect])
+    np.testing.assert_array_equal(batch.labels, [e[1] for e in expect])
+    assert set(batch.dataset_ids.tolist()) == {0, 1}
 
 
 @pytest.mark.parametrize("weights,strategy", [([1.0], "weighted"), ([1.0, -1.0], "weighted"),

@@ -6,6 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from hjepa_mlx.batch import Batch
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.evaluate.features import extract_features, level_features
 
@@ -13,11 +14,8 @@ from hjepa_mlx.evaluate.features import extract_features, level_features
 def batches(n_batches=4, b=3, with_ids=True):
     rng = np.random.default_rng(0)
     for i in range(n_batches):
-        batch = {"images": rng.standard_normal((b, 4, 4, 3)).astype(np.float32),
-                 "labels": np.arange(i * b, (i + 1) * b)}
-        if with_ids:
-            batch["dataset_ids"] = np.full(b, i % 2)
-        yield batch
+        yield Batch(images=rng.standard_normal((b, 4, 4, 3)).astype(np.float32),
+                    labels=np.arange(i * b, (i + 1) * b), dataset_ids=np.full(b, i % 2) if with_ids else None)
 
 
 def encode(images):                      # (B, H, W, 3) -> (B, 3): the per-channel mean
@@ -26,7 +24,7 @@ def encode(images):                      # (B, H, W, 3) -> (B, 3): the per-chann
 
 def test_features_labels_and_ids_line_up_with_the_batches():
     feats, labels, ids = extract_features(encode, batches())
-    expected = np.concatenate([b["images"].astype(np.float64).mean(axis=(1, 2)) for b in batches()])
+    expected = np.concatenate([b.images.astype(np.float64).mean(axis=(1, 2)) for b in batches()])
     np.testing.assert_allclose(feats, expected, rtol=1e-5, atol=1e-6)
     assert feats.dtype == np.float32 and feats.shape == (12, 3)
     np.testing.assert_array_equal(labels, np.arange(12))
@@ -44,7 +42,7 @@ def test_limits_and_missing_dataset_ids():
 
 def test_unlabelled_batches_are_a_user_error():
     with pytest.raises(UserError, match="'labels'"):
-        extract_features(encode, [{"images": np.zeros((2, 4, 4, 3), np.float32)}])
+        extract_features(encode, [Batch(images=np.zeros((2, 4, 4, 3), np.float32), labels=None, dataset_ids=None)])
 
 
 def _np_level_features(tokens, grid, level):

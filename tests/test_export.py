@@ -18,12 +18,12 @@ from hjepa_mlx import load_encoder
 from hjepa_mlx.build import build_model
 from hjepa_mlx.checkpoint import CheckpointManager
 from hjepa_mlx.cli.export import main
-from hjepa_mlx.config import load_config
+from hjepa_mlx.config import load_config, to_dict
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.evaluate.features import make_pooled_encoder
 from hjepa_mlx.plan import make_plan
 from hjepa_mlx.state import init_state
-from hjepa_mlx.train import _metadata
+from hjepa_mlx.checkpoint_policy import Position, checkpoint_metadata
 from tiny import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,8 @@ def make_run(root: Path, *overrides: str):
     state = init_state(model)
     state["target"] = perturbed(state["target"], 1)
     state["params"]["encoder"] = perturbed(state["params"]["encoder"], 2)
-    CheckpointManager(root / "checkpoints").save(state, _metadata(config, plan, 1, 0, 7, None), epoch=1)
+    CheckpointManager(root / "checkpoints").save(state, checkpoint_metadata(to_dict(config), Position(1, 0, 7), seed=plan.seed, best=None,
+                                                                    total_steps=plan.total_steps, run_dir=root), epoch=1)
     return root, model, state
 
 

@@ -69,12 +69,12 @@ def test_loader_batches_local_crops_deterministically_whatever_the_workers():
     make = lambda workers: BatchLoader(Images(), 3, lambda img, rng: img.astype(np.float32), views=2, seed=4,
                                        num_workers=workers, local_transform=local_tf, num_local=2)
     a, b = next(make(0).epoch(0)), next(make(2).epoch(0))
-    assert a["local_crops"].shape == (3, 2, 8, 8, 3)
-    np.testing.assert_array_equal(a["local_crops"], b["local_crops"])
+    assert a.local_crops.shape == (3, 2, 8, 8, 3)
+    np.testing.assert_array_equal(a.local_crops, b.local_crops)
     # each crop its own draw: local crop i of the sample at position p comes from rng([seed, epoch, p, 2 + i])
     order = make(0).order(0)
-    assert a["local_crops"][1, 1, 0, 0, 0] == np.float32(np.random.default_rng([4, 0, 1, 3]).random())
-    assert len({float(x) for x in a["local_crops"][:, :, 0, 0, 0].ravel()}) == 6 and len(order) == 6
+    assert a.local_crops[1, 1, 0, 0, 0] == np.float32(np.random.default_rng([4, 0, 1, 3]).random())
+    assert len({float(x) for x in a.local_crops[:, :, 0, 0, 0].ravel()}) == 6 and len(order) == 6
 
 
 def test_vicreg_with_local_crops_is_the_mean_over_global_and_global_local_pairs():

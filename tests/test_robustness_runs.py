@@ -119,13 +119,13 @@ def test_a_nan_state_is_never_saved_over_good_checkpoints(tmp_path):
 def test_impossible_positions_are_refused():
     config = load_config(QUICK).config
     plan = make_plan(config)                  # 48 steps per epoch, 3 epochs
-    check_position({"epoch": 1, "batch_in_epoch": 5, "step": 53}, plan, config, False)
+    check_position({"epoch": 1, "batch_in_epoch": 5, "step": 53}, plan, False)
     for meta, named in [({"epoch": 999, "batch_in_epoch": 0, "step": 47952}, "epoch 999"),
                         ({"epoch": 1, "batch_in_epoch": 400, "step": 448}, "batch 400"),
                         ({"epoch": 1, "batch_in_epoch": 5, "step": 7}, "which is step 53"),
                         ({"epoch": "1", "batch_in_epoch": 5, "step": 53}, "lacks epoch")]:
         with pytest.raises(UserError, match=named):
-            check_position(meta, plan, config, False)
+            check_position(meta, plan, False)
 
 
 # ------------------------------------------------------------------ the run-directory lock
@@ -164,14 +164,14 @@ def test_config_differences_split_safe_from_math_changing_keys(tmp_path, capsys)
     plan = make_plan(changed, output_dir=str(tmp_path))
     meta = {"config": saved, "epoch": 1, "batch_in_epoch": 0, "step": 48}
     with pytest.raises(UserError, match=r"resume refused: .*data.batch_size: 32 -> 16; training.lr: 0.001 -> 0.002"):
-        check_resume(changed, meta, plan, tmp_path, allow_changes=False)
+        check_resume(to_dict(changed), meta, plan, tmp_path, allow_changes=False)
     (tmp_path / "config.yaml").write_text("original\n")
-    fork = check_resume(changed, meta, plan, tmp_path, allow_changes=True)
+    fork = check_resume(to_dict(changed), meta, plan, tmp_path, allow_changes=True)
     assert fork == tmp_path / "checkpoints-fork1"
     assert "--resume-with-changes: data.batch_size: 32 -> 16" in (tmp_path / "train.log").read_text()
     assert (tmp_path / "config-fork1-from.yaml").read_text() == "original\n"
     safe = load_config(QUICK, ["logging.log_frequency=5", "training.epochs=4"]).config
-    assert check_resume(safe, meta, make_plan(safe), tmp_path, allow_changes=False) is None
+    assert check_resume(to_dict(safe), meta, make_plan(safe), tmp_path, allow_changes=False) is None
     assert "training.epochs changed (3 -> 4)" in capsys.readouterr().out
 
 

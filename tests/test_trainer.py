@@ -20,7 +20,7 @@ from hjepa_mlx.masks import sample_masks
 from hjepa_mlx.plan import make_plan
 from hjepa_mlx.state import init_state
 from hjepa_mlx.step import make_train_step
-from hjepa_mlx.train import device_batch
+from hjepa_mlx.batch import Batch, device_batch
 from tiny import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,9 +136,10 @@ def _step_setup(tmp_path, extra=(), prediction_only=False):
 def _batch(config, plan, masks, k, b, seed=0):
     rng = np.random.default_rng(seed)
     size = config.data.image_size
-    host = [{"images": rng.standard_normal((b, size, size, 3), dtype=np.float32),
-             "images_view2": rng.standard_normal((b, size, size, 3), dtype=np.float32)} for _ in range(k)]
-    return device_batch(host, [sample_masks(masks, b, 0, i, 0) for i in range(k)], plan.two_views)
+    host = [Batch(images=rng.standard_normal((b, size, size, 3), dtype=np.float32), labels=np.zeros(b, np.int32),
+                  dataset_ids=np.zeros(b, np.int32), images_view2=rng.standard_normal((b, size, size, 3), dtype=np.float32),
+                  masks=sample_masks(masks, b, 0, i, 0)) for i in range(k)]
+    return device_batch(host, plan.two_views)
 
 
 def test_nonfinite_update_is_skipped_without_retrace(tmp_path):

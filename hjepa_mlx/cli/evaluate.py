@@ -16,8 +16,6 @@ from pathlib import Path
 from hjepa_mlx.cli.helpfmt import DefaultsFormatter
 from hjepa_mlx.errors import UserError, run_for_user
 
-from hjepa_mlx.evaluate.protocols import PROTOCOLS
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0],
@@ -26,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run directory (its latest checkpoint) or a checkpoint .safetensors file")
     p.add_argument("--dataset", help="dataset name (default: the run's own dataset, or its first labelled one)")
     p.add_argument("--data-path", help="dataset root (default: the run's)")
-    p.add_argument("--protocol", default="knn,linear,quality", help="comma list of knn, linear, quality")
+    p.add_argument("--protocol", default="knn,linear,quality",
+                   help="comma list of registered evaluators (built in: knn, linear, quality)")
     p.add_argument("--level", type=int, default=0, help="hierarchy level of the pooled features (0: all tokens)")
     p.add_argument("--max-train", type=int, default=5000, help="labelled train images used (feature bank)")
     p.add_argument("--max-test", type=int, default=2000, help="test images used")
@@ -54,10 +53,11 @@ def _checkpoint_path(target: Path) -> tuple[Path, Path]:
 
 
 def evaluate(args) -> dict:
-    from hjepa_mlx.build import build_model
+    from hjepa_mlx.build import build_model, knn_settings
     from hjepa_mlx.checkpoint import CheckpointManager
     from hjepa_mlx.config import load_config
     from hjepa_mlx.evaluate.datasets import labelled_loaders
+    from hjepa_mlx.evaluate.evaluators import evaluator_names
     from hjepa_mlx.evaluate.features import make_pooled_encoder
     from hjepa_mlx.evaluate.protocols import compare_encoders, pixel_encoder
     from hjepa_mlx.evaluate.report import format_report, write_json
@@ -66,9 +66,9 @@ def evaluate(args) -> dict:
     from hjepa_mlx.state import init_state
 
     protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
-    unknown = [p for p in protocols if p not in PROTOCOLS]
+    unknown = [p for p in protocols if p not in evaluator_names()]
     if unknown:
-        raise UserError(f"--protocol {unknown[0]!r} is not one of {', '.join(PROTOCOLS)}")
+        raise UserError(f"--protocol {unknown[0]!r} is not one of {', '.join(evaluator_names())}")
     ckpt, run_dir = _checkpoint_path(Path(args.target))
     meta_path = ckpt.with_suffix(".json")
     try:
@@ -76,16 +76,17 @@ def evaluate(args) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"checkpoint metadata {meta_path} is missing or corrupt ({exc})") from None
     config = load_config(None, raw=meta["config"], resolved=True).config
-    if not 0 <= args.level < config.model.num_hierarchies:
-        raise UserError(f"--level {args.level}: this model has levels 0..{config.model.num_hierarchies - 1}")
     plan = make_plan(config)
     model = build_model(config, plan, quiet=True)
+    if not 0 <= args.level < model.num_levels:
+        raise UserError(f"--level {args.level}: this model has levels 0..{model.num_levels - 1}")
     # The baseline: the same architecture at random init - exactly the weights this run started from
     # (build_model seeds the RNG with experiment.seed), so the comparison isolates what training changed.
     # It doubles as the template for loading, which builds a new tree and leaves it untouched.
     baseline = init_state(model)
     trained, _ = CheckpointManager(ckpt.parent).load(ckpt, baseline)
 
+    knn = knn_settings(config)
     payload = {"checkpoint": str(ckpt), "step": meta.get("step"), "level": args.level, "protocols": protocols,
                "datasets": {}}
     for name, train_loader, test_loader in labelled_loaders(config, args.dataset, args.data_path, args.batch_size):
@@ -94,8 +95,7 @@ def evaluate(args) -> dict:
                     "raw-pixels": pixel_encoder()}
         print(f"evaluating on {name}: {', '.join(encoders)} encoders ...", flush=True)
         results = compare_encoders(encoders, train_loader, test_loader, protocols,
-                                   k_values=tuple(config.evaluation.knn.k_values),
-                                   temperature=config.evaluation.knn.temperature, seed=config.experiment.seed,
+                                   k_values=knn.k_values, temperature=knn.temperature, seed=plan.seed,
                                    max_train=args.max_train, max_test=args.max_test,
                                    say=lambda text: print(f"  {text}", flush=True))
         print(f"\n{name}: {args.max_train} train / {args.max_test} test images at most, level {args.level}, "

@@ -67,7 +67,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.calibrate_steps < 1:
         parser.error(f"--calibrate-steps must be >= 1, got {args.calibrate_steps}")
 
-    from hjepa_mlx import distributed
+    from hjepa_mlx import build, distributed
     from hjepa_mlx.config import load_config
 
     from hjepa_mlx.budget import parse_duration
@@ -79,7 +79,7 @@ def run(argv: list[str] | None = None) -> int:
         print(describe(explain_rows(path, overrides)))
         return 0
     loaded = load_config(path, overrides)
-    world = distributed.init_world(loaded.config.distributed)    # one process unless started by mlx.launch
+    world = build.build_world(loaded.config)    # one process unless started by mlx.launch
     try:
         return _run_in_world(args, loaded, world, budget_s, path)
     except UserError as exc:
@@ -96,25 +96,24 @@ def run(argv: list[str] | None = None) -> int:
 def _run_in_world(args, loaded, world, budget_s, path) -> int:
     import mlx.core as mx
 
-    from hjepa_mlx import distributed
-    from hjepa_mlx.config.devices import resolve_device
+    from hjepa_mlx import build, distributed
     from hjepa_mlx.plan import describe_plan, make_plan
 
     say = print if world.is_main else (lambda *a, **k: None)    # rank 0 speaks for every rank
     for note in loaded.notes:
         say(note)
     say(blas.describe())
-    device, message = resolve_device(loaded.config.device)
-    say(message or f"device: {loaded.config.device} -> {device}")
+    device, line = build.build_device(loaded.config)
+    say(line)
     mx.set_default_device(device)
     if mx.default_device().type == mx.DeviceType.cpu:
         from hjepa_mlx import kernels
         say(kernels.describe())
-    distributed.per_rank_batch(world, loaded.config.data.batch_size)
     if args.output_dir is not None:
         from hjepa_mlx.config.rules import check_output_dir
         check_output_dir(args.output_dir, "--output-dir")
     plan = make_plan(loaded.config, output_dir=args.output_dir, world=world)
+    distributed.per_rank_batch(world, plan.batch_size)
     from hjepa_mlx.plan_checks import check_plan, describe_masks
     mask_plan = check_plan(loaded.config, plan)
     if args.dry_run:
@@ -149,7 +148,7 @@ def _print_calibrated_estimate(config, plan, args, budget_s, path) -> None:
                                              zip(cal.batch_sizes, cal.micro_step_s)))
     print(describe_estimate(Measured(cal.step_s, cal.compile_s, cal.peak_memory_bytes, cal.source,
                                      memory_lower_bound=cal.extrapolated), plan,
-                            config.training.epochs, budget_s=budget_s, seed_name=Path(path).stem,
+                            plan.epochs, budget_s=budget_s, seed_name=Path(path).stem,
                             memory_total=machine_memory_bytes()))
     print(f"(calibration took {cal.wall_s:.0f} s)")
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hjepa_mlx.config.aliases import ALIASES, canonical_path
 from hjepa_mlx.config.loader import _all_paths, load_config, parse_override, read_yaml, to_dict
+from hjepa_mlx.config.named import named_fields
 from hjepa_mlx.config.schema import Config
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -159,12 +160,13 @@ def _refused_only() -> dict[str, str]:
     return {path: "refused when set (config/rules.py): " + why.split(";")[0] for path, _, why in REFUSED}
 
 
-def _flat(tree: dict, prefix="") -> dict[str, object]:
+def _flat(tree: dict, prefix="", whole=()) -> dict[str, object]:
+    """Dotted leaf path -> value; the paths in `whole` (the `named` fields) are one leaf holding their mapping."""
     out = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, path + "."))
+        if isinstance(value, dict) and path not in whole:
+            out.update(_flat(value, path + ".", whole))
         else:
             out[path] = value
     return out
@@ -187,7 +189,7 @@ def _sources(path: str | None, overrides) -> dict[str, str]:
 def explain_rows(path: str | None, overrides=(), *, raw: dict | None = None) -> list[dict]:
     """One row per schema key: key, value, source, consumer, original_ignored (bool)."""
     loaded = load_config(path, list(overrides), raw=raw)
-    values = _flat(to_dict(loaded.config))
+    values = _flat(to_dict(loaded.config), whole=named_fields(Config))
     sources = _sources(path, overrides) if raw is None else {p: "file" for p in _flat(raw)}
     reads, refused = consumers(), _refused_only()
     rows = []

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from hjepa_mlx.config.aliases import ALIASES
+from hjepa_mlx.config.named import named_entries, named_fields
 from hjepa_mlx.config.schema import Config
 from hjepa_mlx.config.yaml_reader import load_yaml
 from hjepa_mlx.errors import UserError
@@ -135,10 +136,14 @@ def _section_type(tp):
     return None
 
 
-def _suggest(path: str, cls_at_level, level_prefix: str) -> str:
+def _suggest(path: str, cls_at_level, level_prefix: str, *, scoped: bool = False) -> str:
+    """scoped: the keys of a registered entry (a `named` field), which name only their own options."""
     leaf = path.rsplit(".", 1)[-1]
     here = [f.name for f in dataclasses.fields(cls_at_level)]
     close = difflib.get_close_matches(leaf, here, n=1, cutoff=0.6)
+    if scoped:
+        mean = f"did you mean '{level_prefix}{close[0]}'? " if close else ""
+        return f"{mean}valid keys here: {', '.join(here)}"
     if close:
         return f"did you mean '{level_prefix}{close[0]}'?"
     elsewhere = [p for p in _all_paths(Config) if p.rsplit(".", 1)[-1] == leaf]
@@ -270,7 +275,7 @@ def _convert(value, tp, path: str, source: str):
     return _scalar(value, tp, path, source)
 
 
-def _build(cls, raw, prefix: str, source: str):
+def _build(cls, raw, prefix: str, source: str, *, scoped: bool = False):
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
         raise UserError(f"{source}: '{where}' must be a mapping of keys, got {_short(raw)}")
@@ -279,13 +284,18 @@ def _build(cls, raw, prefix: str, source: str):
     for key in raw:
         if key not in names:
             path = f"{prefix}{key}"
-            raise UserError(f"{source}: unknown key {_short(path)}; {_suggest(path, cls, prefix)}")
+            hint = _suggest(path, cls, prefix, scoped=scoped)
+            raise UserError(f"{source}: unknown key {_short(path)}; {hint}")
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name in raw:
+        if "options_of" in f.metadata and f.name in raw:
+            kwargs[f.name] = named_entries(raw[f.name], f.metadata["options_of"], prefix + f.name, source, _build)
+        elif f.name in raw:
             value = _convert(raw[f.name], hints[f.name], prefix + f.name, source)
             _check_range(value, f.metadata, prefix + f.name, source)
             kwargs[f.name] = value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"{source}: '{prefix}{f.name}' is required; add it ({_type_name(hints[f.name])})")
     return cls(**kwargs)
 
 
@@ -344,7 +354,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, raw: dict
         if path in REMOVED:
             raise UserError(f"--set {key}: '{path}' was removed: {REMOVED[path]}")
         valid = _all_paths(Config)
-        if path not in valid:
+        if path not in valid and not any(path.startswith(f + ".") for f in named_fields(Config)):
             close = difflib.get_close_matches(path, valid, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UserError(f"--set {key}: unknown key{hint}")

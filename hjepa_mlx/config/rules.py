@@ -10,8 +10,8 @@ from typing import Callable
 
 from hjepa_mlx.config.schema import Config
 from hjepa_mlx.errors import UserError
-
-DATASET_NAMES = ("synthetic", "cifar10", "cifar100", "stl10", "imagefolder", "imagenet100")
+from hjepa_mlx.losses.contrastive import CONTRASTIVE
+from hjepa_mlx.losses.vicreg import VICREG
 
 # Keys whose value asks for something this project does not do. Each entry: dotted path, a predicate
 # on the value that is refused, and why. (Features still being built are listed here until they land.)
@@ -45,11 +45,10 @@ DEPENDENT_KEYS: list[tuple[str, Callable[[Config], bool], tuple[str, ...]]] = [
 ]
 
 # Loss keys are stricter than DEPENDENT_KEYS: the original project silently dropped VICReg and the run
-# collapsed, so a loss term's settings given while the term is off are an error, not a note.
-VICREG_KEYS = ("loss.vicreg_weight", "loss.vicreg.sim_coeff", "loss.vicreg.std_coeff", "loss.vicreg.cov_coeff",
-               "loss.vicreg.projector", "loss.vicreg.expander_dim", "loss.vicreg.std_target")
-CONTRASTIVE_KEYS = ("loss.contrastive_weight", "loss.contrastive_temperature", "loss.use_cosine_similarity",
-                    "loss.contrastive_on_context")
+# collapsed, so a loss term's settings given while the term is off are an error, not a note. The keys are
+# the built-in terms' own, declared on their registrations (losses/vicreg.py, losses/contrastive.py).
+VICREG_KEYS = VICREG.keys
+CONTRASTIVE_KEYS = CONTRASTIVE.keys
 
 
 def _get(config: Config, path: str):
@@ -156,14 +155,16 @@ def _data_rules(config: Config, provided: frozenset[str], source: str) -> None:
         if "data.sampling_strategy" in provided:
             raise UserError(f"{source}: data.sampling_strategy only applies when data.use_multi_dataset is true")
         names = [data.dataset]
+    # Asked at validation time, not import time: datasets registered after this module was imported count.
+    from hjepa_mlx.data.registry import dataset_names
+
+    known = dataset_names()
     for i, name in enumerate(names):
         if name == "" and data.use_multi_dataset:
-            raise UserError(f"{source}: data.datasets[{i}] has no name; add name: (one of "
-                            f"{', '.join(DATASET_NAMES)})")
-        if name not in DATASET_NAMES:
+            raise UserError(f"{source}: data.datasets[{i}] has no name; add name: (one of {', '.join(known)})")
+        if name not in known:
             key = f"data.datasets[{i}].name" if data.use_multi_dataset else "data.dataset"
-            raise UserError(f"{source}: {key} '{name}' is not a known dataset; choose one of "
-                            f"{', '.join(DATASET_NAMES)}")
+            raise UserError(f"{source}: {key} '{name}' is not a known dataset; choose one of {', '.join(known)}")
 
 
 def _training_rules(config: Config, source: str) -> None:
@@ -228,7 +229,7 @@ def check_rules(config: Config, provided: frozenset[str], source: str) -> list[s
             notes.append(f"note: {', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect because "
                          f"{switch} is {_get(config, switch)!r}")
     if ("distributed.batch_statistics" in provided and not vicreg_enabled(config)
-            and not config.loss.use_contrastive):
-        notes.append("note: distributed.batch_statistics has no effect because neither VICReg nor NT-Xent is on "
-                     "(the prediction loss is per image)")
+            and not config.loss.use_contrastive and not config.loss.terms):
+        notes.append("note: distributed.batch_statistics has no effect because no loss term beside the "
+                     "prediction is on (VICReg, NT-Xent, loss.terms; the prediction loss is per image)")
     return notes

@@ -2,13 +2,14 @@
 
 Every field is read in exactly one place of the code base. A field's type drives the validation in
 `loader.py` (bool, int, float, str, Optional, Literal choices, fixed-length tuples, nested sections,
-lists of sections); `field(metadata=...)` adds ranges. Legacy spellings live in `aliases.py`, never here.
+lists of sections, `named` mappings of registered entries); `field(metadata=...)` adds ranges. Legacy
+spellings live in `aliases.py`, never here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Tuple
+from typing import Dict, Literal, Optional, Tuple
 
 
 def num(default, lo=None, hi=None, *, lo_open=False, hi_open=False):
@@ -19,6 +20,13 @@ def num(default, lo=None, hi=None, *, lo_open=False, hi_open=False):
 def pair(default, lo=None, hi=None, *, lo_open=False):
     """A (low, high) field: both inside the range and low <= high."""
     return field(default=default, metadata={"range": (lo, hi, lo_open, False), "ordered": True})
+
+
+def named(options_of: str):
+    """A mapping {name: {option: value}} whose names a registry knows: `options_of` ('module:function',
+    function(name, where) -> the name's options dataclass, UserError for an unknown name) gives the type each
+    entry is checked against, as strictly as a section."""
+    return field(default_factory=dict, metadata={"options_of": options_of})
 
 
 def seq(default, lo=None, hi=None, *, lo_open=False, min_len=1):
@@ -226,6 +234,9 @@ class LossConfig:
     contrastive_temperature: float = num(0.1, 0.0, lo_open=True)
     use_cosine_similarity: bool = True
     contrastive_on_context: bool = False
+    # Loss terms registered from outside the package (hjepa_mlx.losses.registry), by name:
+    # {name: {weight: 0.5, <option>: value}}, added as weight * term. The built-ins use the keys above.
+    terms: Dict[str, object] = named("hjepa_mlx.losses.registry:term_options")
 
 
 @dataclass(frozen=True)

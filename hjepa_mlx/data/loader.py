@@ -7,7 +7,8 @@ drop_last=False. Each sample's augmentation for view v uses `default_rng([seed, 
 where position is the sample's place in the whole epoch, so a batch is identical whatever num_workers
 or the number of ranks. `start_batch` continues a resumed epoch without replaying the batches before it.
 With num_workers > 0, samples are decoded and augmented in a thread pool (Pillow and NumPy release the
-GIL in their heavy parts), `prefetch` batches ahead of the consumer.
+GIL in their heavy parts), `prefetch` batches ahead of the consumer. A `masks` source (masks.MaskSource)
+draws each batch's masks in the same workers, so they arrive with the images (`Batch.masks`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from hjepa_mlx.batch import Batch
 
 
 class BatchLoader:
@@ -35,14 +38,15 @@ class BatchLoader:
       local_transform, num_local: multi-crop's small crops: `num_local` draws of local_transform per
         sample, local crop i from `default_rng([seed, epoch, position, 2 + i])`, batched as
         `local_crops` float32 (B, num_local, h, w, 3).
-    Batches are dicts of NumPy arrays: `images` float32 (B, H, W, 3), `labels` int32 (B,), `dataset_ids`
-    int32 (B,), `images_view2` with views=2, and `crops` (a list of (B, h, w, 3), `images` = crops[0])
-    when the transform returns a list.
+      masks: fn(epoch, batch index) -> MaskBatch (masks.MaskSource), run in the workers; None: no masks.
+    Batches are `Batch`es (hjepa_mlx/batch.py) of NumPy arrays: `images` float32 (B, H, W, 3), `labels`
+    int32 (B,), `dataset_ids` int32 (B,), `images_view2` with views=2, `crops` (a list of (B, h, w, 3),
+    `images` = crops[0]) when the transform returns a list, and `masks`.
     """
 
     def __init__(self, dataset, batch_size: int, transform, *, views: int = 1, seed: int = 0, rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, shuffle: bool = True, prefetch: int = 2,
-                 drop_last: bool = True, local_transform=None, num_local: int = 0):
+                 drop_last: bool = True, local_transform=None, num_local: int = 0, masks=None):
         if batch_size < 1 or views not in (1, 2) or world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"BatchLoader needs batch_size >= 1, views in (1, 2) and 0 <= rank < world_size "
                              f"(got {batch_size}, {views}, {rank}, {world_size})")
@@ -53,6 +57,7 @@ class BatchLoader:
         if num_local and local_transform is None:
             raise ValueError("BatchLoader: num_local > 0 needs a local_transform")
         self.local_transform, self.num_local = local_transform, num_local
+        self.masks = masks
 
     def samples_per_rank(self) -> int:
         return len(self.dataset) // self.world_size
@@ -86,20 +91,23 @@ class BatchLoader:
         lo, hi = b * self.batch_size, min(len(order), (b + 1) * self.batch_size)
         return [(epoch, j * self.world_size + self.rank, order[j]) for j in range(lo, hi)]
 
-    def _collate(self, samples: list[dict]) -> dict:
-        batch = {"labels": np.array([s["label"] for s in samples], dtype=np.int32),
-                 "dataset_ids": np.array([s["dataset_id"] for s in samples], dtype=np.int32)}
+    def _collate(self, samples: list[dict], masks=None) -> Batch:
+        fields = {"labels": np.array([s["label"] for s in samples], dtype=np.int32),
+                  "dataset_ids": np.array([s["dataset_id"] for s in samples], dtype=np.int32), "masks": masks}
         for v, key in enumerate(("images", "images_view2")[:self.views]):
             first = samples[0][v]
             if isinstance(first, (list, tuple)):             # multi-crop: one stacked array per crop
                 crops = [np.stack([s[v][c] for s in samples]) for c in range(len(first))]
-                batch[key] = crops[0]
-                batch["crops" if v == 0 else "crops_view2"] = crops
+                fields[key] = crops[0]
+                fields["crops" if v == 0 else "crops_view2"] = crops
             else:
-                batch[key] = np.stack([s[v] for s in samples])
+                fields[key] = np.stack([s[v] for s in samples])
         if self.num_local:
-            batch["local_crops"] = np.stack([np.stack(s["local"]) for s in samples])
-        return batch
+            fields["local_crops"] = np.stack([np.stack(s["local"]) for s in samples])
+        return Batch(**fields)
+
+    def _masks(self, epoch: int, b: int):
+        return None if self.masks is None else self.masks(epoch, b)
 
     def epoch(self, epoch: int, start_batch: int = 0):
         """Yield this rank's batches of `epoch`, starting at batch `start_batch` (0 <= start_batch <= len)."""
@@ -109,7 +117,7 @@ class BatchLoader:
             raise ValueError(f"start_batch {start_batch} outside 0..{count}")
         if self.num_workers <= 0:
             for b in range(start_batch, count):
-                yield self._collate([self._sample(*job) for job in self._jobs(epoch, order, b)])
+                yield self._collate([self._sample(*job) for job in self._jobs(epoch, order, b)], self._masks(epoch, b))
             return
         yield from self._prefetched(epoch, order, range(start_batch, count))
 
@@ -121,14 +129,15 @@ class BatchLoader:
         def submit_next():
             b = next(upcoming, None)
             if b is not None:
-                pending.append([pool.submit(self._sample, *job) for job in self._jobs(epoch, order, b)])
+                pending.append((pool.submit(self._masks, epoch, b),
+                                [pool.submit(self._sample, *job) for job in self._jobs(epoch, order, b)]))
 
         try:
             for _ in range(self.prefetch):
                 submit_next()
             while pending:
-                futures = pending.popleft()
+                masks, futures = pending.popleft()
                 submit_next()                              # keep `prefetch` batches in flight
-                yield self._collate([f.result() for f in futures])    # re-raises a worker's error here
+                yield self._collate([f.result() for f in futures], masks.result())   # re-raises a worker's error
         finally:                                           # also when the consumer stops early
             pool.shutdown(wait=True, cancel_futures=True)

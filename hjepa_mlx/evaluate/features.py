@@ -12,18 +12,19 @@ from collections.abc import Callable, Iterable
 import mlx.core as mx
 import numpy as np
 
+from hjepa_mlx.batch import Batch
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.normalize import l2_normalize
 
 
-def extract_features(encode_fn: Callable[[mx.array], mx.array], batches: Iterable[dict], *,
+def extract_features(encode_fn: Callable[[mx.array], mx.array], batches: Iterable[Batch], *,
                      max_batches: int | None = None, max_images: int | None = None):
     """Run `encode_fn` over `batches` and collect the outputs.
 
     Args:
       encode_fn: images (B, H, W, 3) mx.array -> features (B, D) mx.array (frozen, ideally compiled).
-      batches: iterable of dicts with NumPy `images` (B, H, W, 3), `labels` (B,) ints and optionally
-        `dataset_ids` (B,) ints (zeros when absent).
+      batches: iterable of `Batch`es (NumPy `images` (B, H, W, 3), `labels` (B,) ints, `dataset_ids` (B,)
+        ints or None for zeros).
       max_batches: stop after this many batches (None: all).
       max_images: keep at most this many rows (None: all); the last batch is truncated.
 
@@ -38,14 +39,14 @@ def extract_features(encode_fn: Callable[[mx.array], mx.array], batches: Iterabl
             break
         if max_images is not None and seen >= max_images:
             break
-        if "images" not in batch or "labels" not in batch:
-            raise UserError(f"feature extraction needs batches with 'images' and 'labels'; got keys "
-                            f"{sorted(batch)} (is this split labelled?)")
-        y = np.asarray(batch["labels"]).reshape(-1)
-        if len(y) != len(batch["images"]):
-            raise UserError(f"a batch has {len(batch['images'])} images but {len(y)} labels; the dataset is "
+        if batch.labels is None:
+            raise UserError(f"feature extraction needs batches with 'images' and 'labels'; got "
+                            f"{batch.keys()} (is this split labelled?)")
+        y = np.asarray(batch.labels).reshape(-1)
+        if len(y) != len(batch.images):
+            raise UserError(f"a batch has {len(batch.images)} images but {len(y)} labels; the dataset is "
                             "inconsistent, check its label file")
-        out = encode_fn(mx.array(batch["images"]))
+        out = encode_fn(mx.array(batch.images))
         if out.ndim != 2 or out.shape[0] != len(y):
             raise ValueError(f"encode_fn must return (B, D) = ({len(y)}, D), got {tuple(out.shape)}")
         mx.async_eval(out)
@@ -53,7 +54,8 @@ def extract_features(encode_fn: Callable[[mx.array], mx.array], batches: Iterabl
             feats.append(np.array(pending, dtype=np.float32))
         pending = out
         labels.append(y.astype(np.int64))
-        ids.append(np.asarray(batch.get("dataset_ids", np.zeros(len(y))), dtype=np.int32).reshape(-1))
+        ids.append(np.zeros(len(y), np.int32) if batch.dataset_ids is None
+                   else np.asarray(batch.dataset_ids, dtype=np.int32).reshape(-1))
         seen += len(y)
     if pending is not None:
         feats.append(np.array(pending, dtype=np.float32))
@@ -72,7 +74,8 @@ def level_features(tokens: mx.array, grid: tuple[int, int], level: int = 0) -> m
     with normalize_embeddings. (Without the normalisation, a mean of cell means would be the level-0 mean
     again on grids the cells divide.)
     """
-    from hjepa_mlx.models.hierarchy import level_grid
+    from hjepa_mlx.levels import level_grid, parent_cells
+    from hjepa_mlx.models.hierarchy import pool_to_level
 
     b, n, d = tokens.shape
     h, w = grid
@@ -81,13 +84,9 @@ def level_features(tokens: mx.array, grid: tuple[int, int], level: int = 0) -> m
     if level == 0:
         return tokens.mean(axis=1)
     hl, wl = level_grid(grid, level)
-    s = 2 ** level
-    padded = mx.pad(tokens.reshape(b, h, w, d), [(0, 0), (0, hl * s - h), (0, wl * s - w), (0, 0)])
-    inside = mx.pad(mx.ones((1, h, w, 1)), [(0, 0), (0, hl * s - h), (0, wl * s - w), (0, 0)])
-    sums = padded.reshape(b, hl, s, wl, s, d).sum(axis=(2, 4))
-    cells = sums / inside.reshape(1, hl, s, wl, s, 1).sum(axis=(2, 4))
-    cells = l2_normalize(cells, 1e-6)
-    return cells.reshape(b, hl * wl, d).mean(axis=1)
+    cells = mx.broadcast_to(parent_cells(mx.arange(n), grid, level), (b, 1, n))
+    pooled, _ = pool_to_level(tokens[:, None], cells, hl * wl)
+    return l2_normalize(pooled[:, 0], 1e-6).mean(axis=1)    # every cell holds >= 1 patch
 
 
 def make_pooled_encoder(model, target_params, level: int = 0):

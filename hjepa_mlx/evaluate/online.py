@@ -7,12 +7,25 @@ afterwards would report an optimistically biased number.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hjepa_mlx.evaluate.features import extract_features, make_pooled_encoder
 from hjepa_mlx.evaluate.knn import knn_accuracy
 
 
-def knn_during_training(model, state, loaders, config) -> dict[str, float]:
-    knn = config.evaluation.knn
+@dataclass(frozen=True)
+class KnnSettings:
+    """evaluation.knn: every `frequency` epochs (and after the last), k values, the fixed metric k,
+    similarity temperature and the image caps."""
+    frequency: int
+    k_values: tuple[int, ...]
+    metric_k: int
+    temperature: float
+    max_train_images: int
+    max_val_images: int
+
+
+def knn_during_training(model, state, loaders, knn: KnnSettings) -> dict[str, float]:
     encode = make_pooled_encoder(model, state["target"])
     out = {}
     for (name, train_loader), (_, val_loader) in zip(loaders.knn_train, loaders.knn_val):

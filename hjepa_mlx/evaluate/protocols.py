@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
+from hjepa_mlx.evaluate.evaluators import evaluator, evaluator_names
 from hjepa_mlx.evaluate.features import extract_features
 
-PROTOCOLS = ("knn", "linear", "quality")
 PIXEL_SIDE = 32     # raw-pixel features are average-pooled to at most 32 x 32 x 3 = 3,072 numbers
 
 
@@ -31,20 +31,13 @@ def pixel_encoder(max_side: int = PIXEL_SIDE) -> Callable[[mx.array], mx.array]:
 
 
 def evaluate_features(tx, ty, vx, vy, protocols, *, k_values, temperature: float, seed: int) -> dict:
-    """The metrics of the asked protocols for one encoder's features: train (tx, ty), test (vx, vy)."""
-    from hjepa_mlx.evaluate.knn import knn_accuracy
-
+    """The metrics of the asked protocols (registered evaluators) for one encoder's features: train (tx, ty),
+    test (vx, vy). They run in registration order whatever the order asked, so reports keep one column order."""
+    asked = {name: evaluator(name) for name in protocols}     # an unknown name: UserError listing the known
     metrics = {}
-    if "knn" in protocols:
-        acc = knn_accuracy(tx, ty, vx, vy, k_values=k_values, temperature=temperature)
-        metrics.update({f"knn_top1_k{k}": v for k, v in acc.items()})
-    if "linear" in protocols:
-        from hjepa_mlx.evaluate.linear_probe import linear_probe
-        probe = linear_probe(tx, ty, vx, vy, seed=seed)
-        metrics.update({"linear_top1": probe["test_top1"], "linear_lr": probe["lr"]})
-    if "quality" in protocols:
-        from hjepa_mlx.evaluate.quality import feature_quality
-        metrics.update(feature_quality(vx))
+    for name in evaluator_names():
+        if name in asked:
+            metrics.update(asked[name](tx, ty, vx, vy, k_values=k_values, temperature=temperature, seed=seed))
     return metrics
 
 

@@ -1,124 +1,107 @@
 """The configured loss:
 
-    total = jepa_weight * prediction + vicreg_weight * VICReg + contrastive_weight * NT-Xent
+    total = jepa_weight * prediction + sum over the enabled terms, in registration order, of weight * term
 
 * prediction: `prediction_loss` over the hierarchy levels (see losses/jepa.py; hierarchy weights are
   multipliers, not normalised).
-* VICReg (when `vicreg`) acts on `vicreg_1` / `vicreg_2`, the context-encoder features the model's
-  projector made for it (models/projector.py), or on context_pooled_1 / _2 when the model gives none.
-  With a second view present, the two-view form: invariance between the two augmented views of the same
-  images (C-JEPA), variance and covariance on both; with multi-crop's `vicreg_local` (B, L, E) too, the
-  mean of that form over the pairs (view 1, view 2) and (either view, each local crop). With one view
-  (only allowed when sim_coeff is 0) the single-view variance + covariance of view 1.
-* NT-Xent (when `contrastive`) needs two views. `on_context`: the pair (context_pooled_1,
-  context_pooled_2). Otherwise each view's context features against the *other* view's target-encoder
-  features, averaged over the two directions: (NT-Xent(ctx_1, sg(tgt_2)) + NT-Xent(ctx_2, sg(tgt_1))) / 2.
-  Decision: the target features carry no gradient, so pairing target with target would train nothing;
-  pairing online context features with the momentum target features (as MoCo/BYOL do) keeps the term
-  training the context encoder while using the target encoder as the stable side.
+* the terms: the regularisers of losses/registry.py - the built-ins VICReg (losses/vicreg.py) then NT-Xent
+  (losses/contrastive.py), then any registered from outside the package (config key loss.terms).
 
-Metrics: loss_total, loss_prediction, loss_level{l}, and the terms' own metrics (vicreg_*,
-contrastive_loss, contrastive_accuracy).
+Features (what the model gives every term, models/hjepa.py): 'context_pooled_1', 'target_pooled_1' (B, D)
+and, with two views, 'context_pooled_2'; when a term asks for them (LossTerm.extra_features),
+'vicreg_1' / 'vicreg_2' (B, E) (VICReg's projected features) and 'target_pooled_2'; with multi-crop,
+'vicreg_local' (B, L, E).
+
+Metrics: loss_level{l}, loss_prediction, the terms' own metrics in term order (vicreg_*, contrastive_loss,
+contrastive_accuracy, ...), loss_total.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
-import mlx.core as mx
-
-from hjepa_mlx.losses.contrastive import nt_xent
+from hjepa_mlx.losses import registry
+from hjepa_mlx.losses.contrastive import NTXentSettings
 from hjepa_mlx.losses.jepa import KINDS, prediction_loss
-from hjepa_mlx.losses.vicreg import vicreg_loss, vicreg_loss_single
+from hjepa_mlx.losses.vicreg import VICRegSettings
+
+# The built-ins' flat keyword spelling: LossSettings(vicreg=True, sim_coeff=20.0, contrastive=True, ...)
+_LEGACY = ("vicreg", "vicreg_weight", "sim_coeff", "std_coeff", "cov_coeff", "std_target",
+           "contrastive", "contrastive_weight", "temperature", "use_cosine", "on_context")
 
 
 @dataclass(frozen=True)
 class LossSettings:
     """prediction_kind: 'smoothl1' | 'mse' | 'huber'; hierarchy_weights: per-level multipliers;
-    huber_delta: Huber threshold; jepa_weight: multiplier of the prediction loss.
-    vicreg: on/off; vicreg_weight: its multiplier; sim/std/cov_coeff: lambda, mu, nu; std_target: the
-    variance hinge's gamma.
-    contrastive: on/off; contrastive_weight: its multiplier; temperature: NT-Xent T; use_cosine: L2-normalise
-    before the dot product; on_context: pair the two views' context features (else context vs target)."""
+    huber_delta: Huber threshold; jepa_weight: multiplier of the prediction loss; terms: (name, settings)
+    of the enabled registered terms (kept in registration order).
+    The keywords vicreg (on/off), vicreg_weight, sim/std/cov_coeff, std_target and contrastive (on/off),
+    contrastive_weight, temperature, use_cosine, on_context are a short spelling of the two built-in terms'
+    settings (they become entries of `terms`; they are not attributes)."""
 
     prediction_kind: str = "smoothl1"
     hierarchy_weights: tuple = (1.0,)
     huber_delta: float = 1.0
     jepa_weight: float = 1.0
-    vicreg: bool = False
-    vicreg_weight: float = 0.1
-    sim_coeff: float = 25.0
-    std_coeff: float = 25.0
-    cov_coeff: float = 1.0
-    std_target: float = 1.0
-    contrastive: bool = False
-    contrastive_weight: float = 0.1
-    temperature: float = 0.1
-    use_cosine: bool = True
-    on_context: bool = False
+    terms: tuple = ()
+    vicreg: InitVar[bool] = False
+    vicreg_weight: InitVar[float] = 0.1
+    sim_coeff: InitVar[float] = 25.0
+    std_coeff: InitVar[float] = 25.0
+    cov_coeff: InitVar[float] = 1.0
+    std_target: InitVar[float] = 1.0
+    contrastive: InitVar[bool] = False
+    contrastive_weight: InitVar[float] = 0.1
+    temperature: InitVar[float] = 0.1
+    use_cosine: InitVar[bool] = True
+    on_context: InitVar[bool] = False
 
-    def __post_init__(self):
+    def __post_init__(self, vicreg, vicreg_weight, sim_coeff, std_coeff, cov_coeff, std_target, contrastive,
+                      contrastive_weight, temperature, use_cosine, on_context):
         if self.prediction_kind not in KINDS:
             raise ValueError(f"LossSettings.prediction_kind {self.prediction_kind!r} is not one of {KINDS}")
-        if self.contrastive and self.temperature <= 0:
-            raise ValueError(f"LossSettings.temperature must be > 0, got {self.temperature}")
+        terms = list(self.terms)
+        if vicreg:
+            terms.append(("vicreg", VICRegSettings(vicreg_weight, sim_coeff, std_coeff, cov_coeff, std_target)))
+        if contrastive:
+            terms.append(("contrastive", NTXentSettings(contrastive_weight, temperature, use_cosine, on_context)))
+        names = [name for name, _ in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"LossSettings: a loss term is given twice in {names}")
+        object.__setattr__(self, "terms", registry.order(terms))
+
+    def enabled(self):
+        """(LossTerm, settings) of every enabled term, in registration order."""
+        return [(registry.loss_term(name), settings) for name, settings in self.terms]
+
+    def settings_of(self, name: str):
+        """The settings of the enabled term `name`, or None."""
+        return dict(self.terms).get(name)
 
     @property
     def needs_two_views(self) -> bool:
-        """True when a term compares two augmented views: VICReg invariance (sim_coeff > 0) or NT-Xent."""
-        return (self.vicreg and self.sim_coeff > 0) or self.contrastive
+        """True when a term compares two augmented views (VICReg invariance with sim_coeff > 0, NT-Xent)."""
+        return any(term.needs_two_views(settings) for term, settings in self.enabled())
+
+    @property
+    def extra_features(self) -> frozenset[str]:
+        """The optional features the enabled terms read (the model computes only these)."""
+        return frozenset(f for term, settings in self.enabled() for f in term.extra_features(settings))
 
 
-def _view(features: dict, name: str, why: str) -> mx.array:
-    if name not in features:
-        raise ValueError(f"total_loss: {why} needs features[{name!r}] (the model must supply the second view)")
-    return features[name]
-
-
-def _vicreg_pairs(s: LossSettings, z1, z2, local=None):
-    """Two-view VICReg, or with multi-crop's local features (B, L, E) the mean over the pairs
-    (view 1, view 2) and (each global view, each local crop): 1 + 2L pairs, as multi-crop VICReg averages."""
-    if local is None:
-        return vicreg_loss(z1, z2, s.sim_coeff, s.std_coeff, s.cov_coeff, s.std_target)
-    pairs = [(z1, z2)] + [(g, local[:, i]) for i in range(local.shape[1]) for g in (z1, z2)]
-    results = [vicreg_loss(a, b, s.sim_coeff, s.std_coeff, s.cov_coeff, s.std_target) for a, b in pairs]
-    loss = sum(r[0] for r in results) / len(pairs)
-    metrics = {key: sum(r[1][key] for r in results) / len(pairs) for key in results[0][1]}
-    return loss, metrics
+for _name in _LEGACY:        # an InitVar with a default stays a class attribute; reading it would mislead
+    delattr(LossSettings, _name)
 
 
 def total_loss(s: LossSettings, levels, features: dict):
     """s: the settings; levels: per-level (pred, target, weight) as `prediction_loss` takes them;
-    features: {'context_pooled_1', 'target_pooled_1'} (B, D) and, with two views, '..._2'; optionally
-    'vicreg_1' (and 'vicreg_2') (B, E), what VICReg acts on instead of the pooled context features.
-    Returns (total, metrics)."""
+    features: the dict of the module docstring. Returns (total, metrics)."""
     pred, metrics = prediction_loss(levels, s.prediction_kind, s.hierarchy_weights, s.huber_delta)
     total = s.jepa_weight * pred
     metrics = {**metrics, "loss_prediction": pred}
-    if s.vicreg:
-        z1 = features.get("vicreg_1", features["context_pooled_1"])
-        if "context_pooled_2" in features:
-            z2 = features.get("vicreg_2", features["context_pooled_2"])
-            v, vm = _vicreg_pairs(s, z1, z2, features.get("vicreg_local"))
-        elif s.sim_coeff == 0:
-            v, vm = vicreg_loss_single(z1, s.std_coeff, s.cov_coeff, s.std_target)
-        else:
-            _view(features, "context_pooled_2", f"VICReg invariance (sim_coeff {s.sim_coeff})")
-        total = total + s.vicreg_weight * v
-        metrics.update(vm)
-    if s.contrastive:
-        ctx1 = features["context_pooled_1"]
-        ctx2 = _view(features, "context_pooled_2", "NT-Xent")
-        if s.on_context:
-            c, cm = nt_xent(ctx1, ctx2, s.temperature, s.use_cosine)
-        else:
-            tgt1 = mx.stop_gradient(features["target_pooled_1"])
-            tgt2 = mx.stop_gradient(_view(features, "target_pooled_2", "NT-Xent on target features"))
-            c1, cm1 = nt_xent(ctx1, tgt2, s.temperature, s.use_cosine)
-            c2, cm2 = nt_xent(ctx2, tgt1, s.temperature, s.use_cosine)
-            c = (c1 + c2) / 2
-            cm = {key: (cm1[key] + cm2[key]) / 2 for key in cm1}
-        total = total + s.contrastive_weight * c
-        metrics.update(cm)
+    for term, settings in s.enabled():
+        value, term_metrics = term.compute(settings, features)
+        total = total + settings.weight * value
+        metrics.update(term_metrics)
     metrics["loss_total"] = total
     return total, metrics

@@ -7,11 +7,23 @@ For two batches of embeddings z1, z2 (n, d), in fp32:
     covariance  c(z1) + c(z2),  c(z) = (1/d) sum_{i != j} C_ij^2,  C = (z - mean)^T (z - mean) / (n - 1)
     loss        sim_coeff * s + std_coeff * variance + cov_coeff * covariance
 Note the official asymmetry kept here: the variance averages the two branches, the covariance sums them.
+
+Registered as the loss term 'vicreg' (losses/registry.py), configured by loss.vicreg_weight and
+loss.vicreg.* (build.loss_settings). It acts on `vicreg_1` / `vicreg_2`, the context-encoder features the
+model's projector made for it (models/projector.py), or on context_pooled_1 / _2 when the model gives none.
+With a second view present, the two-view form: invariance between the two augmented views of the same
+images (C-JEPA), variance and covariance on both; with multi-crop's `vicreg_local` (B, L, E) too, the mean
+of that form over the pairs (view 1, view 2) and (either view, each local crop). With one view (only
+allowed when sim_coeff is 0) the single-view variance + covariance of view 1.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import mlx.core as mx
+
+from hjepa_mlx.losses.registry import LossTerm, register_loss_term, require
 
 GAMMA = 1.0
 EPS = 1e-4
@@ -65,3 +77,57 @@ def vicreg_loss_single(z: mx.array, std_coeff: float, cov_coeff: float, gamma: f
     t = {"vicreg_variance": variance_term(z, gamma), "vicreg_covariance": covariance_term(z)}
     loss = std_coeff * t["vicreg_variance"] + cov_coeff * t["vicreg_covariance"]
     return loss, {**t, "vicreg_loss": loss}
+
+
+# ---------------------------------------------------------------- the registered term
+
+@dataclass(frozen=True)
+class VICRegSettings:
+    """weight: the term's multiplier; sim/std/cov_coeff: lambda, mu, nu; std_target: the variance hinge's
+    gamma; projector, expander_dim: what the model feeds the term (models/projector.py), for describe only."""
+
+    weight: float = 0.1
+    sim_coeff: float = 25.0
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+    std_target: float = 1.0
+    projector: str = "layernorm"
+    expander_dim: int = 1024
+
+
+def _pairs(s: VICRegSettings, z1, z2, local=None):
+    """Two-view VICReg, or with multi-crop's local features (B, L, E) the mean over the pairs
+    (view 1, view 2) and (each global view, each local crop): 1 + 2L pairs, as multi-crop VICReg averages."""
+    if local is None:
+        return vicreg_loss(z1, z2, s.sim_coeff, s.std_coeff, s.cov_coeff, s.std_target)
+    pairs = [(z1, z2)] + [(g, local[:, i]) for i in range(local.shape[1]) for g in (z1, z2)]
+    results = [vicreg_loss(a, b, s.sim_coeff, s.std_coeff, s.cov_coeff, s.std_target) for a, b in pairs]
+    loss = sum(r[0] for r in results) / len(pairs)
+    metrics = {key: sum(r[1][key] for r in results) / len(pairs) for key in results[0][1]}
+    return loss, metrics
+
+
+def vicreg_term(s: VICRegSettings, features: dict):
+    """The term on the model's features (the forms in the module docstring) -> (loss, metrics)."""
+    z1 = features.get("vicreg_1", features["context_pooled_1"])
+    if "context_pooled_2" in features:
+        z2 = features.get("vicreg_2", features["context_pooled_2"])
+        return _pairs(s, z1, z2, features.get("vicreg_local"))
+    if s.sim_coeff == 0:
+        return vicreg_loss_single(z1, s.std_coeff, s.cov_coeff, s.std_target)
+    require(features, "context_pooled_2", f"VICReg invariance (sim_coeff {s.sim_coeff})")
+
+
+def _describe(s: VICRegSettings) -> str:
+    d = s.expander_dim
+    on = {"none": "pooled context tokens", "layernorm": "affine-free normalised context tokens, pooled",
+          "expander": f"expander {d}-{d}-{d} on pooled context tokens"}[s.projector]
+    return (f"VICReg (sim {s.sim_coeff:g}, std {s.std_coeff:g} towards {s.std_target:g}, cov {s.cov_coeff:g}) "
+            f"on the {on}")
+
+
+VICREG = register_loss_term(LossTerm(
+    "vicreg", VICRegSettings, vicreg_term, needs_two_views=lambda s: s.sim_coeff > 0, describe=_describe,
+    keys=("loss.vicreg_weight", "loss.vicreg.sim_coeff", "loss.vicreg.std_coeff", "loss.vicreg.cov_coeff",
+          "loss.vicreg.projector", "loss.vicreg.expander_dim", "loss.vicreg.std_target"),
+    extra_features=lambda s: ("vicreg_1", "vicreg_2")))

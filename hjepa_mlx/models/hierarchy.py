@@ -1,8 +1,8 @@
 """The hierarchy: level l compares predictions and targets averaged over 2^l x 2^l cells of the patch grid.
 
-Contract with the mask sampler: for level l it gives `level_idx[l]` (B, M, K) int32, the parent cell of
-each target patch on the pooled grid of Hl x Wl cells, Hl = ceil(H / 2^l), Wl = ceil(W / 2^l),
-cell = (row >> l) * Wl + (col >> l); level 0 is the patch index itself.
+The cells: `level_idx[l]` (B, M, K) int32 is the parent cell of each target patch on the pooled grid of
+Hl x Wl cells (hjepa_mlx/levels.py: Hl = ceil(H / 2^l), Wl = ceil(W / 2^l), cell = (row >> l) * Wl +
+(col >> l); level 0 is the patch index itself); the model derives it from the target indices.
 
 Pooling is a segment mean over the members of each block inside a cell, done with a one-hot matmul
 (static shapes), so the pooled prediction and the pooled target always average the same patches, and
@@ -16,20 +16,14 @@ gather -> pooling. The optional FPN acts on the prediction pyramid only.
 
 from __future__ import annotations
 
-import math
-
 import mlx.core as mx
 import mlx.nn as nn
 
 from hjepa_mlx import kernels
+from hjepa_mlx.levels import level_grid
 from hjepa_mlx.normalize import l2_normalize
 
 TARGET_LN_EPS = 1e-6
-
-
-def level_grid(grid: tuple[int, int], level: int) -> tuple[int, int]:
-    """(Hl, Wl) = (ceil(H / 2^l), ceil(W / 2^l)) cells of the level-l grid."""
-    return math.ceil(grid[0] / 2 ** level), math.ceil(grid[1] / 2 ** level)
 
 
 def target_features(target_encoder, images: mx.array) -> mx.array:

@@ -4,8 +4,8 @@
   context encoder on the context indices (view 1, and view 2 when two views are used),
   target encoder on the full image (no gradient) + layer norm without affine parameters,
   predictor for every target block, hierarchy pooling (+ FPN), and the configured loss terms.
-The prediction loss uses view 1; view 2 only feeds the pooled features of VICReg / NT-Xent; multi-crop's
-local crops (`local_crops`, when present) only feed VICReg.
+The prediction loss uses view 1; view 2 only feeds the pooled features of the loss terms (VICReg, NT-Xent,
+registered ones: losses/registry.py); multi-crop's local crops (`local_crops`, when present) only feed VICReg.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import contextlib
 import mlx.core as mx
 import mlx.nn as nn
 
+from hjepa_mlx.levels import parent_cells
 from hjepa_mlx.losses.total import LossSettings, total_loss
 from hjepa_mlx.models.hierarchy import hierarchy_levels, target_features
 from hjepa_mlx.models.precision import cast_floating
@@ -50,6 +51,10 @@ class HJEPAModel(nn.Module):
     @property
     def target_encoder(self):
         """The target encoder's module template (its weights live in state["target"], not here)."""
+
+    @property
+    def num_levels(self) -> int:
+        return self._num_levels
         return self._target_encoder
 
     @property
@@ -64,6 +69,10 @@ class HJEPAModel(nn.Module):
     def levels(self, pred, gathered, level_idx):
         """The hierarchy levels of predictions and gathered targets (B, M, K, D), as the loss pools them."""
         return hierarchy_levels(pred, gathered, level_idx, self._grid, self._normalize, fpn=self._fpn)
+
+    @property
+    def num_levels(self) -> int:
+        return self._num_levels
 
     def _cast(self, tree):
         return cast_floating(tree, self._dtype)
@@ -89,12 +98,11 @@ class HJEPAModel(nn.Module):
         tokens = self.encoder(crops.reshape(b * n, *crops.shape[2:]).astype(self._dtype))
         return self._regularised(tokens).reshape(b, n, -1)
 
-    def loss(self, params, target_params, micro, _unused_key=None):
-        # _unused_key: nothing here is random; the slot stays only until train.py's make_grad_fn stops passing one
+    def loss(self, params, target_params, micro):
         self.update(self._cast(params))
         images = micro["images"].astype(self._dtype)
         context_idx, target_idx = micro["context_idx"], micro["target_idx"]
-        level_idx = [micro[f"level_idx_{level}"] for level in range(self._num_levels)]
+        level_idx = [parent_cells(target_idx, self._grid, level) for level in range(self._num_levels)]
 
         with self._side():
             target_tokens = self.encode_target(target_params, micro["images"])       # (B, N, D)
@@ -106,8 +114,9 @@ class HJEPAModel(nn.Module):
 
         features = {"context_pooled_1": context.astype(mx.float32).mean(axis=1),
                     "target_pooled_1": target_tokens.mean(axis=1)}
-        # "none" acts on the pooled tokens themselves: total_loss falls back to context_pooled_*
-        vicreg = self._loss_settings.vicreg and self._projector != "none"
+        wanted = self._loss_settings.extra_features   # what the enabled terms read beyond the pooled features
+        # "none" acts on the pooled tokens themselves: the VICReg term falls back to context_pooled_*
+        vicreg = "vicreg_1" in wanted and self._projector != "none"
         if vicreg:
             features["vicreg_1"] = self._regularised(context)
         if self._two_views:
@@ -120,10 +129,9 @@ class HJEPAModel(nn.Module):
                 features["vicreg_2"] = self._regularised(context2)
             if "local_crops" in micro:
                 features["vicreg_local"] = self._local_features(micro["local_crops"])
-            s = self._loss_settings
-            if s.contrastive and not s.on_context:   # only NT-Xent against target features needs view 2's targets
+            if "target_pooled_2" in wanted:   # e.g. NT-Xent against target features: view 2's targets
                 features["target_pooled_2"] = self.encode_target(target_params, images2).mean(axis=1)
-        if self._gather is not None:      # VICReg / NT-Xent statistics over the global batch
+        if self._gather is not None:      # the loss terms' batch statistics over the global batch
             features = {name: self._gather(value) for name, value in features.items()}
         loss, metrics = total_loss(self._loss_settings, levels, features)
         metrics = {**metrics,

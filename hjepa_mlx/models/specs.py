@@ -1,11 +1,20 @@
-"""Encoder specs by timm name: vit_{tiny,small,base,large}_patch{4,8,14,16}_{image size}."""
+"""Encoder specs by name, one registered family per kind of encoder.
+
+A family turns the names it knows (`model.encoder_type`) into an `EncoderSpec` and builds its module from
+the arguments `build.encoder_kwargs` makes. The built-in family is timm's ViT:
+vit_{tiny,small,base,large}_patch{4,8,14,16}_{image size} (`ViTEncoder`). Another one registers with
+
+    register_encoder(EncoderFamily("mine", parse=lambda name: ..., build=MyEncoder, valid_forms="mine_..."))
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from hjepa_mlx.errors import UserError
+from hjepa_mlx.registry import Registry
 
 # width, depth, heads - as timm's ViT-T/S/B/L
 SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
@@ -23,16 +32,67 @@ class EncoderSpec:
     num_heads: int
     patch_size: int
     image_size: int      # the nominal size in the name; a run may use another (see `grid_for`)
+    family: str = "vit"  # the `EncoderFamily` that parsed the name and builds the module
+
+
+@dataclass(frozen=True)
+class EncoderFamily:
+    """name: the family's name; parse(encoder_type) -> EncoderSpec, or None for a name it does not know;
+    build(**encoder_kwargs, use_checkpoint=...) -> the encoder module (`build.encoder_kwargs` gives patch_size,
+    image_size, embed_dim, depth, num_heads, mlp_ratio, qkv_bias and the model.* options); valid_forms: the
+    names it knows, in words, for the error of an unknown name."""
+
+    name: str
+    parse: Callable
+    build: Callable
+    valid_forms: str
+
+
+_FAMILIES: Registry[EncoderFamily] = Registry("encoder family")
+
+
+def register_encoder(family: EncoderFamily) -> EncoderFamily:
+    """Add a family (names are tried family by family, in registration order); ValueError for a taken name."""
+    _FAMILIES.add(family.name, family)
+    return family
+
+
+def unregister_encoder(name: str) -> None:
+    _FAMILIES.remove(name)
+
+
+def encoder_family(spec: EncoderSpec) -> EncoderFamily:
+    """The family that builds `spec`'s module."""
+    return _FAMILIES.get(spec.family)
 
 
 def parse_encoder_name(name: str) -> EncoderSpec:
-    """EncoderSpec from a timm-style name; UserError listing the valid forms for anything else."""
-    match = _NAME.match(str(name))
+    """EncoderSpec from the first family that knows `name`; UserError listing every family's forms otherwise."""
+    for family in _FAMILIES.items():
+        spec = family.parse(str(name))
+        if spec is not None:
+            return spec
+    forms = "; or ".join(f.valid_forms for f in _FAMILIES.items())
+    raise UserError(f"model.encoder_type '{name}' is not a known encoder; use {forms}")
+
+
+def parse_vit_name(name: str) -> EncoderSpec | None:
+    """A timm-style ViT name's spec, or None."""
+    match = _NAME.match(name)
     if not match or int(match.group(2)) not in PATCHES or int(match.group(3)) % int(match.group(2)):
-        raise UserError(f"model.encoder_type '{name}' is not a known encoder; use {VALID_FORMS}")
+        return None
     size, patch, image = match.group(1), int(match.group(2)), int(match.group(3))
     width, depth, heads = SIZES[size]
-    return EncoderSpec(name, width, depth, heads, patch, image)
+    return EncoderSpec(name, width, depth, heads, patch, image, "vit")
+
+
+def build_vit(**kwargs):
+    from hjepa_mlx.models.vit import ViTEncoder   # mlx.nn: only when a model is built, not to read a config
+
+    return ViTEncoder(**kwargs)
+
+
+VIT = register_encoder(EncoderFamily("vit", parse_vit_name, build_vit, VALID_FORMS))
 
 
 def grid_for(spec: EncoderSpec, image_size: int | None = None) -> tuple[int, int]:
