@@ -51,10 +51,6 @@ class HJEPAModel(nn.Module):
     @property
     def target_encoder(self):
         """The target encoder's module template (its weights live in state["target"], not here)."""
-
-    @property
-    def num_levels(self) -> int:
-        return self._num_levels
         return self._target_encoder
 
     @property
