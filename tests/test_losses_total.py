@@ -6,10 +6,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from hjepa_mlx.losses.contrastive import nt_xent
+from hjepa_mlx.losses.contrastive import NTXentSettings, nt_xent
 from hjepa_mlx.losses.jepa import prediction_loss
 from hjepa_mlx.losses.total import LossSettings, total_loss
-from hjepa_mlx.losses.vicreg import vicreg_loss, vicreg_loss_single
+from hjepa_mlx.losses.vicreg import VICRegSettings, vicreg_loss, vicreg_loss_single
 
 RNG = np.random.default_rng(3)
 
@@ -47,9 +47,9 @@ def test_prediction_only():
 
 def test_all_terms_on_context_features():
     lv, f = levels(), features()
-    s = LossSettings(hierarchy_weights=(1.0, 0.5), jepa_weight=2.0, vicreg=True, vicreg_weight=0.1, sim_coeff=20.0,
-                     std_coeff=25.0, cov_coeff=2.0, contrastive=True, contrastive_weight=0.3, temperature=0.2,
-                     on_context=True)
+    s = LossSettings(hierarchy_weights=(1.0, 0.5), jepa_weight=2.0,
+                     terms=(("vicreg", VICRegSettings(0.1, sim_coeff=20.0, std_coeff=25.0, cov_coeff=2.0)),
+                            ("contrastive", NTXentSettings(0.3, temperature=0.2, on_context=True))))
     total, metrics = total_loss(s, lv, f)
     pred = prediction_loss(lv, "smoothl1", (1.0, 0.5))[0].item()
     vic = vicreg_loss(f["context_pooled_1"], f["context_pooled_2"], 20.0, 25.0, 2.0)[0].item()
@@ -62,7 +62,8 @@ def test_all_terms_on_context_features():
 
 def test_contrastive_on_target_features_pairs_each_context_with_the_other_views_target():
     lv, f = levels(), features()
-    s = LossSettings(hierarchy_weights=(1.0, 1.0), contrastive=True, contrastive_weight=0.5, temperature=0.3, use_cosine=False, on_context=False)
+    s = LossSettings(hierarchy_weights=(1.0, 1.0),
+                     terms=(("contrastive", NTXentSettings(0.5, temperature=0.3, use_cosine=False, on_context=False)),))
     total, metrics = total_loss(s, lv, f)
     a = nt_xent(f["context_pooled_1"], f["target_pooled_2"], 0.3, False)[0].item()
     b = nt_xent(f["context_pooled_2"], f["target_pooled_1"], 0.3, False)[0].item()
@@ -83,8 +84,8 @@ def test_contrastive_on_target_features_pairs_each_context_with_the_other_views_
 
 def test_vicreg_single_view_when_invariance_is_off():
     lv, f = levels(), features(False)
-    s = LossSettings(hierarchy_weights=(1.0, 1.0), vicreg=True, vicreg_weight=0.2, sim_coeff=0.0, std_coeff=10.0,
-                     cov_coeff=3.0)
+    s = LossSettings(hierarchy_weights=(1.0, 1.0),
+                     terms=(("vicreg", VICRegSettings(0.2, sim_coeff=0.0, std_coeff=10.0, cov_coeff=3.0)),))
     assert not s.needs_two_views
     total, metrics = total_loss(s, lv, f)
     single = vicreg_loss_single(f["context_pooled_1"], 10.0, 3.0)[0].item()
@@ -95,20 +96,22 @@ def test_vicreg_single_view_when_invariance_is_off():
 def test_missing_second_view_is_an_error_not_a_silent_fallback():
     lv, f = levels(), features(False)
     with pytest.raises(ValueError, match="context_pooled_2"):
-        total_loss(LossSettings(hierarchy_weights=(1.0, 1.0), vicreg=True, sim_coeff=25.0), lv, f)
+        total_loss(LossSettings(hierarchy_weights=(1.0, 1.0), terms=(("vicreg", VICRegSettings(sim_coeff=25.0)),)), lv, f)
     with pytest.raises(ValueError, match="context_pooled_2"):
-        total_loss(LossSettings(hierarchy_weights=(1.0, 1.0), contrastive=True), lv, f)
+        total_loss(LossSettings(hierarchy_weights=(1.0, 1.0), terms=(("contrastive", NTXentSettings()),)), lv, f)
 
 
 @pytest.mark.parametrize("vicreg, sim, contrastive, expect", [(False, 25.0, False, False), (True, 25.0, False, True),
                                                               (True, 0.0, False, False), (False, 0.0, True, True),
                                                               (True, 0.0, True, True)])
 def test_needs_two_views(vicreg, sim, contrastive, expect):
-    assert LossSettings(vicreg=vicreg, sim_coeff=sim, contrastive=contrastive).needs_two_views is expect
+    terms = ((("vicreg", VICRegSettings(sim_coeff=sim)),) if vicreg else ()) + \
+        ((("contrastive", NTXentSettings()),) if contrastive else ())
+    assert LossSettings(terms=terms).needs_two_views is expect
 
 
 def test_bad_settings_are_errors():
     with pytest.raises(ValueError, match="prediction_kind"):
         LossSettings(prediction_kind="l1")
     with pytest.raises(ValueError, match="temperature"):
-        LossSettings(contrastive=True, temperature=0.0)
+        LossSettings(terms=(("contrastive", NTXentSettings(temperature=0.0)),))

@@ -16,6 +16,7 @@ from hjepa_mlx.config import load_config
 from hjepa_mlx.data.loader import BatchLoader
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.losses.total import LossSettings, total_loss
+from hjepa_mlx.losses.vicreg import VICRegSettings
 from hjepa_mlx.models.posemb import sincos_2d, sincos_2d_resampled
 from hjepa_mlx.models.vit import ViTEncoder
 from tiny import TINY_RUN
@@ -81,7 +82,7 @@ def test_vicreg_with_local_crops_is_the_mean_over_global_and_global_local_pairs(
     rng = np.random.default_rng(0)
     z1, z2 = (mx.array(rng.standard_normal((8, 5)).astype(np.float32)) for _ in range(2))
     local = mx.array(rng.standard_normal((8, 2, 5)).astype(np.float32))          # (B, L, E)
-    s = LossSettings(jepa_weight=0.0, vicreg=True, vicreg_weight=1.0)
+    s = LossSettings(jepa_weight=0.0, terms=(("vicreg", VICRegSettings(weight=1.0)),))
     zero_levels = [(mx.zeros((8, 1, 2, 5)), mx.zeros((8, 1, 2, 5)), mx.ones((8, 1, 2)))]
     feats = {"context_pooled_1": z1, "target_pooled_1": z1, "context_pooled_2": z2, "vicreg_1": z1, "vicreg_2": z2}
     with_local, _ = total_loss(s, zero_levels, {**feats, "vicreg_local": local})

@@ -18,53 +18,28 @@ contrastive_accuracy, ...), loss_total.
 
 from __future__ import annotations
 
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 
 from hjepa_mlx.losses import registry
-from hjepa_mlx.losses.contrastive import NTXentSettings
 from hjepa_mlx.losses.jepa import KINDS, prediction_loss
-from hjepa_mlx.losses.vicreg import VICRegSettings
-
-# The built-ins' flat keyword spelling: LossSettings(vicreg=True, sim_coeff=20.0, contrastive=True, ...)
-_LEGACY = ("vicreg", "vicreg_weight", "sim_coeff", "std_coeff", "cov_coeff", "std_target",
-           "contrastive", "contrastive_weight", "temperature", "use_cosine", "on_context")
 
 
 @dataclass(frozen=True)
 class LossSettings:
     """prediction_kind: 'smoothl1' | 'mse' | 'huber'; hierarchy_weights: per-level multipliers;
     huber_delta: Huber threshold; jepa_weight: multiplier of the prediction loss; terms: (name, settings)
-    of the enabled registered terms (kept in registration order).
-    The keywords vicreg (on/off), vicreg_weight, sim/std/cov_coeff, std_target and contrastive (on/off),
-    contrastive_weight, temperature, use_cosine, on_context are a short spelling of the two built-in terms'
-    settings (they become entries of `terms`; they are not attributes)."""
+    of the enabled registered terms (kept in registration order)."""
 
     prediction_kind: str = "smoothl1"
     hierarchy_weights: tuple = (1.0,)
     huber_delta: float = 1.0
     jepa_weight: float = 1.0
     terms: tuple = ()
-    vicreg: InitVar[bool] = False
-    vicreg_weight: InitVar[float] = 0.1
-    sim_coeff: InitVar[float] = 25.0
-    std_coeff: InitVar[float] = 25.0
-    cov_coeff: InitVar[float] = 1.0
-    std_target: InitVar[float] = 1.0
-    contrastive: InitVar[bool] = False
-    contrastive_weight: InitVar[float] = 0.1
-    temperature: InitVar[float] = 0.1
-    use_cosine: InitVar[bool] = True
-    on_context: InitVar[bool] = False
 
-    def __post_init__(self, vicreg, vicreg_weight, sim_coeff, std_coeff, cov_coeff, std_target, contrastive,
-                      contrastive_weight, temperature, use_cosine, on_context):
+    def __post_init__(self):
         if self.prediction_kind not in KINDS:
             raise ValueError(f"LossSettings.prediction_kind {self.prediction_kind!r} is not one of {KINDS}")
         terms = list(self.terms)
-        if vicreg:
-            terms.append(("vicreg", VICRegSettings(vicreg_weight, sim_coeff, std_coeff, cov_coeff, std_target)))
-        if contrastive:
-            terms.append(("contrastive", NTXentSettings(contrastive_weight, temperature, use_cosine, on_context)))
         names = [name for name, _ in terms]
         if len(set(names)) != len(names):
             raise ValueError(f"LossSettings: a loss term is given twice in {names}")
@@ -87,10 +62,6 @@ class LossSettings:
     def extra_features(self) -> frozenset[str]:
         """The optional features the enabled terms read (the model computes only these)."""
         return frozenset(f for term, settings in self.enabled() for f in term.extra_features(settings))
-
-
-for _name in _LEGACY:        # an InitVar with a default stays a class attribute; reading it would mislead
-    delattr(LossSettings, _name)
 
 
 def total_loss(s: LossSettings, levels, features: dict):
