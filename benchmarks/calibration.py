@@ -26,7 +26,7 @@ import mlx.core as mx  # noqa: E402
 from hjepa_mlx.calibrate import StepTimer, extrapolate  # noqa: E402
 from hjepa_mlx.config import load_config  # noqa: E402
 from hjepa_mlx.errors import UserError  # noqa: E402
-from hjepa_mlx.plan import make_plan  # noqa: E402
+from hjepa_mlx.config.plan import make_plan  # noqa: E402
 
 
 def main(argv=None) -> int:

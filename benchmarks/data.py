@@ -73,7 +73,7 @@ def grid(args) -> dict:
 def from_config(args) -> dict:
     from hjepa_mlx.build import build_loaders
     from hjepa_mlx.config import load_config
-    from hjepa_mlx.plan import make_plan
+    from hjepa_mlx.config.plan import make_plan
 
     config = load_config(args.config, args.overrides).config
     d = config.data

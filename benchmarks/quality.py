@@ -54,7 +54,7 @@ def with_data_path(raw: dict, path: str) -> dict:
 def dataset_facts(config):
     """(training images per epoch after the hold-out, labelled bank size, test size) of the first dataset."""
     from hjepa_mlx.build import build_loaders, train_dataset_sizes
-    from hjepa_mlx.plan import make_plan
+    from hjepa_mlx.config.plan import make_plan
 
     loaders = build_loaders(config, make_plan(config))
     train = sum(train_dataset_sizes(loaders).values())
@@ -70,7 +70,7 @@ def extraction_rate(config) -> float:
 
     from hjepa_mlx.build import build_model
     from hjepa_mlx.evaluate.features import make_pooled_encoder
-    from hjepa_mlx.plan import make_plan
+    from hjepa_mlx.config.plan import make_plan
     from hjepa_mlx.state import init_state
 
     model = build_model(config, make_plan(config), quiet=True)
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
 
 def run(args, start: float, info: dict) -> int:
     from hjepa_mlx.cli.evaluate import evaluate
-    from hjepa_mlx.plan import make_plan
+    from hjepa_mlx.config.plan import make_plan
     from hjepa_mlx.train import train
 
     name = Path(args.config).stem

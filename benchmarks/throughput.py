@@ -46,7 +46,7 @@ from hjepa_mlx.errors import UserError  # noqa: E402
 from hjepa_mlx.estimate import SEED_PROJECTED_MIN_PER_EPOCH  # noqa: E402
 from hjepa_mlx.flops import train_flops_per_image  # noqa: E402
 from hjepa_mlx.masks import sample_masks  # noqa: E402
-from hjepa_mlx.plan import make_plan  # noqa: E402
+from hjepa_mlx.config.plan import make_plan  # noqa: E402
 from hjepa_mlx.state import init_state  # noqa: E402
 from hjepa_mlx.step import make_train_step  # noqa: E402
 from hjepa_mlx.batch import Batch, device_batch  # noqa: E402

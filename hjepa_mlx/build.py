@@ -13,7 +13,7 @@ import mlx.core as mx
 
 from hjepa_mlx.config.rules import prediction_kind, vicreg_enabled
 from hjepa_mlx.config.schema import Config
-from hjepa_mlx.plan import Plan, holdout_count
+from hjepa_mlx.config.plan import Plan, holdout_count
 
 
 # ---------------------------------------------------------------- processes and device
@@ -397,3 +397,25 @@ def activity_costs(config: Config, plan: Plan, mask_plan, loaders: Loaders, prob
                          target_forward_flops=target, eval_forward_flops=evaluation,
                          validation_images=len(loaders.val.dataset), knn_images=knn_images,
                          probe_images=probe_images)
+
+
+def labelled_loaders(config: Config, name: str | None, data_path: str | None, batch_size: int):
+    """[(name, train loader, test loader)]: labelled splits (evaluation transform, fixed order) of dataset
+    `name`, or of every dataset of the run when None, for evaluating an encoder (scripts/evaluate.py)."""
+    from hjepa_mlx.data.loader import BatchLoader
+    from hjepa_mlx.data.transforms import make_eval_transform
+    from hjepa_mlx.errors import UserError
+
+    known = {n: path for n, path, _ in run_dataset_entries(config)}
+    names = [name] if name else list(known)
+    out = []
+    tf = make_eval_transform(config.data.image_size, config.data.eval_crop_fraction)
+    for n in names:
+        root = data_path or known.get(n, config.data.data_path)
+        train = open_labelled_train(config, n, root)
+        test = open_dataset(config, n, root, "val")
+        if not getattr(train, "labelled", True):
+            raise UserError(f"{n}: the training split has no labels; k-NN and linear probes need labelled data")
+        out.append((n, BatchLoader(train, min(batch_size, len(train)), tf, shuffle=False, drop_last=False),
+                    BatchLoader(test, min(batch_size, len(test)), tf, shuffle=False, drop_last=False)))
+    return out

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from hjepa_mlx.config.schema import Config
+from hjepa_mlx.config import Config
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class StepTimer:
 
     def __init__(self, config: Config, plan, say=print):
         from hjepa_mlx.build import build_mask_plan, build_model, step_settings
-        from hjepa_mlx.plan import make_plan
+        from hjepa_mlx.config.plan import make_plan
         from hjepa_mlx.state import init_state
         from hjepa_mlx.step import make_train_step
 

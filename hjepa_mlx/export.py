@@ -128,7 +128,7 @@ def _from_checkpoint(path: Path, arrays: dict, metadata: dict, encoder: str):
     from hjepa_mlx.build import encoder_kwargs
     from hjepa_mlx.checkpoint import EMBEDDED_KEY, _read_metadata
     from hjepa_mlx.config import load_config
-    from hjepa_mlx.plan import make_plan
+    from hjepa_mlx.config.plan import make_plan
 
     prefix = CHECKPOINT_PREFIX[encoder]
     params = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}

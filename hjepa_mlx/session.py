@@ -23,8 +23,8 @@ from hjepa_mlx.console import Console
 from hjepa_mlx.distributed import SINGLE, Watchdog, World, check_same, mean_across
 from hjepa_mlx.live import LiveRun
 from hjepa_mlx.pictures import Pictures
-from hjepa_mlx.plan import Plan, describe_plan, make_plan
-from hjepa_mlx.plan_checks import check_plan
+from hjepa_mlx.config.plan import Plan, describe_plan, make_plan
+from hjepa_mlx.config.plan_checks import check_plan
 from hjepa_mlx.resume_check import check_resume, truncate_metrics
 from hjepa_mlx.run_logging import RunLogger, SilentLogger
 from hjepa_mlx.state import init_state

@@ -82,4 +82,4 @@ def test_cli_explain_prints_the_table_and_exits_0(capsys):
     assert main([str(ROOT / "configs/quickstart.yaml"), "--explain"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["key", "value", "source", "read", "by"]
-    assert any(line.startswith("experiment.name ") and "hjepa_mlx/plan.py" in line for line in out.splitlines())
+    assert any(line.startswith("experiment.name ") and "hjepa_mlx/config/plan.py" in line for line in out.splitlines())

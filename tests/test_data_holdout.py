@@ -44,7 +44,7 @@ def test_holdout_must_leave_training_images(count):
 def test_the_trainer_never_trains_on_validation_images(tmp_path):
     from hjepa_mlx.build import build_loaders
     from hjepa_mlx.config import load_config
-    from hjepa_mlx.plan import make_plan
+    from hjepa_mlx.config.plan import make_plan
 
     config = load_config(None, ["data.synthetic.num_train=40", "data.batch_size=4", "data.val_holdout=6"],
                          raw={"data": {"dataset": "synthetic"}}).config

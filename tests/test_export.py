@@ -21,7 +21,7 @@ from hjepa_mlx.cli.export import main
 from hjepa_mlx.config import load_config, to_dict
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.evaluate.features import make_pooled_encoder
-from hjepa_mlx.plan import make_plan
+from hjepa_mlx.config.plan import make_plan
 from hjepa_mlx.state import init_state
 from hjepa_mlx.checkpoint_policy import Position, checkpoint_metadata
 from tiny import TINY_MODEL

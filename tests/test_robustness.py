@@ -24,8 +24,8 @@ from PIL import Image
 
 from hjepa_mlx.config import load_config
 from hjepa_mlx.errors import UserError
-from hjepa_mlx.plan import make_plan
-from hjepa_mlx.plan_checks import check_plan
+from hjepa_mlx.config.plan import make_plan
+from hjepa_mlx.config.plan_checks import check_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -22,7 +22,7 @@ from hjepa_mlx.checkpoint_integrity import HASH_KEY, CorruptCheckpoint, content_
 from hjepa_mlx.cli.train import main
 from hjepa_mlx.config import load_config, to_dict
 from hjepa_mlx.errors import UserError
-from hjepa_mlx.plan import make_plan
+from hjepa_mlx.config.plan import make_plan
 from hjepa_mlx.resume_check import check_position, check_resume, config_differences, truncate_metrics
 from hjepa_mlx.run_lock import RunLock
 from tiny import TINY_RUN

@@ -17,7 +17,7 @@ from hjepa_mlx.build import build_mask_plan, build_model, step_settings
 from hjepa_mlx.cli.train import main
 from hjepa_mlx.config import load_config
 from hjepa_mlx.masks import sample_masks
-from hjepa_mlx.plan import make_plan
+from hjepa_mlx.config.plan import make_plan
 from hjepa_mlx.state import init_state
 from hjepa_mlx.step import make_train_step
 from hjepa_mlx.batch import Batch, device_batch

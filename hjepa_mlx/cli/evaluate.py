@@ -53,16 +53,15 @@ def _checkpoint_path(target: Path) -> tuple[Path, Path]:
 
 
 def evaluate(args) -> dict:
-    from hjepa_mlx.build import build_model, knn_settings
+    from hjepa_mlx.build import build_model, knn_settings, labelled_loaders
     from hjepa_mlx.checkpoint import CheckpointManager
     from hjepa_mlx.config import load_config
-    from hjepa_mlx.evaluate.datasets import labelled_loaders
     from hjepa_mlx.evaluate.evaluators import evaluator_names
     from hjepa_mlx.evaluate.features import make_pooled_encoder
     from hjepa_mlx.evaluate.protocols import compare_encoders, pixel_encoder
     from hjepa_mlx.evaluate.report import format_report, write_json
     from hjepa_mlx.plots import draw_eval
-    from hjepa_mlx.plan import make_plan
+    from hjepa_mlx.config.plan import make_plan
     from hjepa_mlx.state import init_state
 
     protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]

@@ -97,7 +97,7 @@ def _run_in_world(args, loaded, world, budget_s, path) -> int:
     import mlx.core as mx
 
     from hjepa_mlx import build, distributed
-    from hjepa_mlx.plan import describe_plan, make_plan
+    from hjepa_mlx.config.plan import describe_plan, make_plan
 
     say = print if world.is_main else (lambda *a, **k: None)    # rank 0 speaks for every rank
     for note in loaded.notes:
@@ -114,7 +114,7 @@ def _run_in_world(args, loaded, world, budget_s, path) -> int:
         check_output_dir(args.output_dir, "--output-dir")
     plan = make_plan(loaded.config, output_dir=args.output_dir, world=world)
     distributed.per_rank_batch(world, plan.batch_size)
-    from hjepa_mlx.plan_checks import check_plan, describe_masks
+    from hjepa_mlx.config.plan_checks import check_plan, describe_masks
     mask_plan = check_plan(loaded.config, plan)
     if args.dry_run:
         from hjepa_mlx.config import dump_yaml

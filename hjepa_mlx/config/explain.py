@@ -134,15 +134,15 @@ class _Reads(ast.NodeVisitor):
 
 @functools.lru_cache(maxsize=1)
 def consumers() -> dict[str, tuple[str, ...]]:
-    """Schema leaf path -> the package modules (relative paths) that read it (in config/, only rules.py:
-    schema and loader handle every key alike)."""
+    """Schema leaf path -> the package modules (relative paths) that read it (in config/, only rules.py,
+    plan.py and plan_checks.py: schema and loader handle every key alike)."""
     leaves = _leaf_paths() | {p.replace("datasets.", "datasets[].") for p in _leaf_paths() if ".datasets." in p}
     sections = set(_section_paths())
     found: dict[str, set[str]] = {}
     trees = {}
     for file in sorted(PACKAGE.rglob("*.py")):
         rel = file.relative_to(PACKAGE.parent).as_posix()
-        if "/config/" not in rel or rel.endswith("config/rules.py"):
+        if "/config/" not in rel or rel.endswith(("config/rules.py", "config/plan.py", "config/plan_checks.py")):
             trees[rel] = ast.parse(file.read_text(encoding="utf-8"))
     calls: dict = {}
     for tree in trees.values():                    # first pass: which functions (by name) receive a section

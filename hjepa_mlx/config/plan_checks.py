@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from hjepa_mlx.errors import UserError
-from hjepa_mlx.plan import Plan
+from hjepa_mlx.config.plan import Plan
 
 _ATTN_COPIES = 3        # scores, softmax and its gradient live at once in the backward pass
 
