@@ -24,8 +24,8 @@ ESTIMATE_AFTER_STEPS = 5    # steady steps timed before the run prints its measu
 
 
 class LiveRun:
-    """schedule: when the run does what (build.run_schedule); info: what run.json says of the config
-    (build.run_info); plan: the run's; logger: its RunLogger (its lines go through this console); budget_s:
+    """schedule: when the run does what (run_settings.run_schedule); info: what run.json says of the config
+    (run_settings.run_info); plan: the run's; logger: its RunLogger (its lines go through this console); budget_s:
     `--budget`; seed_name: the config file's stem; fallback: eta.forward_costs (activities not timed yet)."""
 
     def __init__(self, schedule: Schedule, info: dict, plan, logger, *, budget_s: float | None = None,

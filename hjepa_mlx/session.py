@@ -14,6 +14,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from hjepa_mlx import build
+from hjepa_mlx.config import run_settings
 from hjepa_mlx.checkpoint import CheckpointManager
 from hjepa_mlx.checkpoint_policy import Saver
 from hjepa_mlx.checkpoint_series import current_series
@@ -33,7 +34,7 @@ from hjepa_mlx.step import make_eval_step, make_train_step
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What the loop itself needs from the config (build.loop_settings)."""
+    """What the loop itself needs from the config (config/run_settings.loop_settings)."""
     epochs: int
     steps_per_epoch: int
     accumulation_steps: int
@@ -84,7 +85,7 @@ def open_run(config, plan: Plan, *, resume: str | None, resume_with_changes: boo
     model = build.build_model(config, plan, world=world, quiet=not world.is_main)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    policy = build.save_policy(config)
+    policy = run_settings.save_policy(config)
     manager = CheckpointManager(current_series(run_dir), keep_last_k=policy.keep_last_k, metric=policy.metric,
                                 mode=policy.mode)
     if not world.is_main:
@@ -99,7 +100,7 @@ def open_run(config, plan: Plan, *, resume: str | None, resume_with_changes: boo
     if world.is_main:
         (run_dir / "config.yaml").write_text(dump_yaml(config))
 
-    settings = build.loop_settings(config, plan)
+    settings = run_settings.loop_settings(config, plan)
     train_step, traces = make_train_step(model, build.step_settings(config, plan), mean_across=mean_across(world))
     eval_step = make_eval_step(model, mean_across=mean_across(world))
     logger = RunLogger(run_dir, use_tensorboard=settings.use_tensorboard,
@@ -108,8 +109,8 @@ def open_run(config, plan: Plan, *, resume: str | None, resume_with_changes: boo
     logger.log_text(describe_plan(plan))
     alarm = build.collapse_settings(config)
     monitor = CollapseMonitor(alarm, model, probe_batches(loaders.probe, alarm.probe_images) if alarm.frequency else [])
-    live = LiveRun(build.run_schedule(config, plan), build.run_info(config), plan, logger, budget_s=budget_s,
-                   seed_name=seed_name, fallback=build.activity_costs(config, plan, mask_plan, loaders,
+    live = LiveRun(run_settings.run_schedule(config, plan), run_settings.run_info(config), plan, logger,
+                   budget_s=budget_s, seed_name=seed_name, fallback=build.activity_costs(config, plan, mask_plan, loaders,
                                                                       monitor.probe_images),
                    start_step=int(state["step"].item()),
                    console=None if world.is_main else Console(open(os.devnull, "w"), tty=False))
@@ -118,7 +119,7 @@ def open_run(config, plan: Plan, *, resume: str | None, resume_with_changes: boo
     names = [d.name for d in getattr(loaders.train.dataset, "datasets", [loaders.train.dataset])]
     return Run(settings=settings, plan=plan, run_dir=run_dir, world=world, model=model, state=state,
                train_step=train_step, traces=traces, eval_step=eval_step, loaders=loaders, logger=logger, live=live,
-               pictures=Pictures(run_dir, build.picture_settings(config, plan), enabled=world.is_main),
+               pictures=Pictures(run_dir, run_settings.picture_settings(config, plan), enabled=world.is_main),
                monitor=monitor, saver=saver, watchdog=Watchdog.for_world(world), start_epoch=start_epoch,
                start_batch=start_batch, dataset_names=names,
                grad_fn=make_grad_fn(model) if settings.log_gradients else None)

@@ -53,7 +53,8 @@ def _checkpoint_path(target: Path) -> tuple[Path, Path]:
 
 
 def evaluate(args) -> dict:
-    from hjepa_mlx.build import build_model, knn_settings, labelled_loaders
+    from hjepa_mlx.build import build_model, labelled_loaders
+    from hjepa_mlx.config.run_settings import knn_settings
     from hjepa_mlx.checkpoint import CheckpointManager
     from hjepa_mlx.config import load_config
     from hjepa_mlx.evaluate.evaluators import evaluator_names

@@ -142,7 +142,8 @@ def consumers() -> dict[str, tuple[str, ...]]:
     trees = {}
     for file in sorted(PACKAGE.rglob("*.py")):
         rel = file.relative_to(PACKAGE.parent).as_posix()
-        if "/config/" not in rel or rel.endswith(("config/rules.py", "config/plan.py", "config/plan_checks.py")):
+        if "/config/" not in rel or rel.endswith(("config/rules.py", "config/plan.py", "config/plan_checks.py",
+                                                    "config/run_settings.py")):
             trees[rel] = ast.parse(file.read_text(encoding="utf-8"))
     calls: dict = {}
     for tree in trees.values():                    # first pass: which functions (by name) receive a section
