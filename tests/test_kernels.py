@@ -224,6 +224,28 @@ def test_layer_norm_values_and_gradients_match_float64(isa, affine, shape):
 
 
 @needs_ext
+def test_layer_norm_weight_gradients_are_the_same_bits_every_time():
+    """The weight / bias gradients sum per-part partials: added in part order, not in the order threads
+    happened to start the parts (which made two identical runs differ in the 7th digit). Two streams
+    evaluated together make the pool run some calls threaded and some serially."""
+    rng = np.random.default_rng(3)
+    x, dy = (_f32(rng.standard_normal((4096, 384)).astype(np.float32)) for _ in range(2))
+    w, b = _f32(np.ones(384, np.float32)), _f32(np.zeros(384, np.float32))
+    grads = mx.grad(lambda w, b: (K.layer_norm(x, w, b, 1e-6) * dy).sum(), argnums=(0, 1))
+    side = mx.new_stream(mx.cpu)
+    results = []
+    for _ in range(12):
+        with mx.stream(side):
+            other = grads(w, b)
+        mine = grads(w, b)
+        mx.eval(mine, other)
+        results += [tuple(np.array(g) for g in mine), tuple(np.array(g) for g in other)]
+    for dw, db in results[1:]:
+        np.testing.assert_array_equal(dw, results[0][0])
+        np.testing.assert_array_equal(db, results[0][1])
+
+
+@needs_ext
 def test_layer_norm_equals_mlx_on_views():
     x = mx.random.normal((96, 40), key=mx.random.key(8))
     w, b = mx.random.normal((96,), key=mx.random.key(9)), mx.random.normal((96,), key=mx.random.key(10))
