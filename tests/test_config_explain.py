@@ -49,7 +49,7 @@ def test_keys_the_original_ignored_are_marked_on_the_seeds():
 def test_consumers_are_found_in_the_code_not_listed():
     reads = consumers()
     assert "hjepa_mlx/build.py" in reads["training.lr"]
-    assert "hjepa_mlx/build.py" in reads["logging.log_images"]          # through a section alias (lg = config.logging)
+    assert "hjepa_mlx/config/run_settings.py" in reads["logging.log_images"]   # through a section alias (lg = config.logging)
     assert "hjepa_mlx/build.py" in reads["data.datasets.name"]          # through a comprehension
 
 
