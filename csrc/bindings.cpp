@@ -26,8 +26,8 @@ NB_MODULE(_kernels, m) {
                           std::to_string(MLX_VERSION_PATCH);
   m.def("gelu", &hk::gelu, "x"_a, nb::kw_only(), "stream"_a = nb::none(),
         "Exact GELU x * Phi(x) (erf form).");
-  m.def("gelu_grad", &hk::gelu_grad, "x"_a, "dy"_a, nb::kw_only(), "stream"_a = nb::none(),
-        "dy * GELU'(x).");
+  m.def("gelu_grad", &hk::gelu_grad, "x"_a, "y"_a, "dy"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "dy * GELU'(x), y = gelu(x) the forward's output.");
   m.def("softmax", &hk::softmax, "x"_a, nb::kw_only(), "stream"_a = nb::none(), "Softmax over the last axis.");
   m.def("softmax_grad", &hk::softmax_grad, "y"_a, "dy"_a, nb::kw_only(), "stream"_a = nb::none(),
         "y * (dy - sum(dy * y, -1)), y the softmax output.");

@@ -8,7 +8,7 @@ namespace hjepa_kernels {
 struct KernelTable {
   const char* isa;
   void (*gelu_forward)(const float*, float*, size_t);
-  void (*gelu_backward)(const float*, const float*, float*, size_t);
+  void (*gelu_backward)(const float*, const float*, const float*, float*, size_t);   // x, y = gelu(x), dy, dx
   void (*softmax_forward)(const float*, float*, size_t, size_t);
   void (*softmax_backward)(const float*, const float*, float*, size_t, size_t);
   void (*layer_norm_forward)(const float*, const float*, const float*, float*, size_t, size_t, float);

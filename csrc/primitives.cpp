@@ -67,12 +67,14 @@ mx::array gelu(const mx::array& x, mx::StreamOrDevice s) {
   return mx::array(x.shape(), x.dtype(), std::make_shared<Gelu>(mx::to_stream(s)), {dense(x, s)});
 }
 
-mx::array gelu_grad(const mx::array& x, const mx::array& dy, mx::StreamOrDevice s) {
+mx::array gelu_grad(const mx::array& x, const mx::array& y, const mx::array& dy, mx::StreamOrDevice s) {
   check_float32(x, "gelu_grad");
+  check_float32(y, "gelu_grad");
   check_float32(dy, "gelu_grad");
-  if (x.shape() != dy.shape()) throw std::invalid_argument("[hjepa_kernels.gelu_grad] x and dy differ in shape");
+  if (x.shape() != dy.shape() || x.shape() != y.shape())
+    throw std::invalid_argument("[hjepa_kernels.gelu_grad] x, y and dy differ in shape");
   return mx::array(x.shape(), x.dtype(), std::make_shared<GeluGrad>(mx::to_stream(s)),
-                   {dense(x, s), dense(dy, s)});
+                   {dense(x, s), dense(y, s), dense(dy, s)});
 }
 
 void Gelu::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
@@ -85,24 +87,29 @@ void Gelu::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>
   });
 }
 
+// The derivative reads Phi(x) back from the forward's output (see gelu_backward): the vjp has it; the jvp
+// (not on the training path) runs the forward again for it.
 std::vector<mx::array> Gelu::jvp(const std::vector<mx::array>& primals, const std::vector<mx::array>& tangents,
                                  const std::vector<int>&) {
-  return {gelu_grad(primals[0], tangents[0], stream())};
+  return {gelu_grad(primals[0], gelu(primals[0], stream()), tangents[0], stream())};
 }
 
 std::vector<mx::array> Gelu::vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
-                                 const std::vector<int>&, const std::vector<mx::array>&) {
-  return {gelu_grad(primals[0], cotangents[0], stream())};
+                                 const std::vector<int>&, const std::vector<mx::array>& outputs) {
+  return {gelu_grad(primals[0], outputs[0], cotangents[0], stream())};
 }
 
 void GeluGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   const auto& x = inputs[0];
-  const auto& dy = inputs[1];
+  const auto& y = inputs[1];
+  const auto& dy = inputs[2];
   auto& out = outputs[0];
   auto& encoder = prepare(stream(), inputs, outputs);
-  encoder.dispatch([xp = x.data<float>(), gp = dy.data<float>(), dp = out.data<float>(), n = x.size()]() {
+  encoder.dispatch([xp = x.data<float>(), yp = y.data<float>(), gp = dy.data<float>(), dp = out.data<float>(),
+                    n = x.size()]() {
     const auto& k = kernels();
-    parallel_for(n, kElementGrain, [&](size_t b, size_t e) { k.gelu_backward(xp + b, gp + b, dp + b, e - b); });
+    parallel_for(n, kElementGrain,
+                 [&](size_t b, size_t e) { k.gelu_backward(xp + b, yp + b, gp + b, dp + b, e - b); });
   });
 }
 

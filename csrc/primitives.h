@@ -11,7 +11,7 @@ namespace hjepa_kernels {
 namespace mx = mlx::core;
 
 mx::array gelu(const mx::array& x, mx::StreamOrDevice s = {});
-mx::array gelu_grad(const mx::array& x, const mx::array& dy, mx::StreamOrDevice s = {});
+mx::array gelu_grad(const mx::array& x, const mx::array& y, const mx::array& dy, mx::StreamOrDevice s = {});
 mx::array softmax(const mx::array& x, mx::StreamOrDevice s = {});
 mx::array softmax_grad(const mx::array& y, const mx::array& dy, mx::StreamOrDevice s = {});
 // weight and bias: both (D,) arrays or both absent (affine-free LayerNorm).
