@@ -14,18 +14,17 @@ from pathlib import Path
 import mlx.core as mx
 
 from hjepa_mlx import build
-from hjepa_mlx.config import run_settings
 from hjepa_mlx.checkpoint import CheckpointManager
 from hjepa_mlx.checkpoint_policy import Saver
 from hjepa_mlx.checkpoint_series import current_series
 from hjepa_mlx.collapse import CollapseMonitor, probe_batches
-from hjepa_mlx.config import dump_yaml, to_dict
+from hjepa_mlx.config import dump_yaml, run_settings, to_dict
+from hjepa_mlx.config.plan import Plan, describe_plan, make_plan
+from hjepa_mlx.config.plan_checks import check_plan
 from hjepa_mlx.console import Console
 from hjepa_mlx.distributed import SINGLE, Watchdog, World, check_same, mean_across
 from hjepa_mlx.live import LiveRun
 from hjepa_mlx.pictures import Pictures
-from hjepa_mlx.config.plan import Plan, describe_plan, make_plan
-from hjepa_mlx.config.plan_checks import check_plan
 from hjepa_mlx.resume_check import check_resume, truncate_metrics
 from hjepa_mlx.run_logging import RunLogger, SilentLogger
 from hjepa_mlx.state import init_state

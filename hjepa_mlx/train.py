@@ -15,11 +15,11 @@ import numpy as np
 from hjepa_mlx.batch import device_batch, first_micro
 from hjepa_mlx.checkpoint_policy import Position
 from hjepa_mlx.config import LoadedConfig
+from hjepa_mlx.config.plan import Plan
 from hjepa_mlx.diagnostics import attention_heatmap, dataset_counts, gradient_histograms, mask_image
 from hjepa_mlx.distributed import SINGLE, World, check_same, stop_vote
 from hjepa_mlx.errors import UserError
 from hjepa_mlx.evaluate.online import knn_during_training
-from hjepa_mlx.config.plan import Plan
 from hjepa_mlx.run_lock import RunLock
 from hjepa_mlx.session import Run, open_run
 from hjepa_mlx.signals import StopRequested
