@@ -104,3 +104,25 @@ def test_worker_errors_reach_the_caller_and_early_stop_leaves_no_threads():
     next(it)
     it.close()                                                          # consumer stops early
     assert not [t for t in threading.enumerate() if t.name.startswith("hjepa-data")]
+
+
+def test_masks_travel_with_their_batch_whatever_the_workers_ranks_or_resume():
+    """Batch b of epoch e carries the masks of micro-batch e * batches_per_epoch + b (the step's counter),
+    this rank's rows of the global batch; the same with workers, on a resumed epoch and per rank."""
+    from hjepa_mlx.masks import MaskSource, plan_masks, sample_masks
+
+    plan = plan_masks(4, 4, num_masks=2, mask_scale=(0.1, 0.2), min_keep=2)
+    source = MaskSource(plan, batch_size=4, seed=3, batches_per_epoch=5)
+    serial = list(make(masks=source).epoch(2))
+    for b, batch in enumerate(serial):
+        want = sample_masks(plan, 4, 3, 2 * 5 + b)
+        np.testing.assert_array_equal(batch.masks.context_idx, want.context_idx)
+        np.testing.assert_array_equal(batch.masks.target_idx, want.target_idx)
+        np.testing.assert_array_equal(batch.masks.context_idx_view2, want.context_idx_view2)
+    threaded = list(make(masks=source, num_workers=3).epoch(2, start_batch=2))
+    for x, y in zip(serial[2:], threaded, strict=True):
+        np.testing.assert_array_equal(x.masks.context_idx, y.masks.context_idx)
+    for rank in range(2):
+        shard = MaskSource(plan, batch_size=4, seed=3, batches_per_epoch=5, rank=rank, world_size=2)
+        part = list(make(masks=shard, batch_size=2, rank=rank, world_size=2).epoch(2))[1]
+        np.testing.assert_array_equal(part.masks.target_idx, sample_masks(plan, 4, 3, 11).target_idx[rank::2])
