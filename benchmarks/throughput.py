@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
 from hjepa_mlx import kernels  # noqa: E402
-from hjepa_mlx.build import build_mask_plan, build_model, step_settings  # noqa: E402
+from hjepa_mlx.build import build_mask_plan, build_model, step_settings, target_view_count  # noqa: E402
 from hjepa_mlx.config import load_config  # noqa: E402
 from hjepa_mlx.distributed import (SINGLE, bucket_count, init_world, mean_across, per_rank_batch,  # noqa: E402
                                    shard_masks)
@@ -103,7 +103,7 @@ def prepare(config, world=SINGLE):
         encoder_depth=spec.depth, predictor_width=config.model.predictor.embed_dim,
         predictor_depth=config.model.predictor.depth, context_tokens=mask_plan.num_context,
         num_blocks=config.masking.num_masks, block_tokens=mask_plan.num_target, views=2 if plan.two_views else 1,
-        target_views=2 if config.loss.use_contrastive and not config.loss.contrastive_on_context else 1,
+        target_views=target_view_count(config),
         shared_context=config.model.predictor.shared_context, local_crops=count,
         local_tokens=(local // spec.patch_size) ** 2)
     return one_step, dict(plan=plan, model=model, holder=holder, batch=batch, traces=traces, flops=flops,

@@ -317,6 +317,12 @@ def attach_masks(loaders: Loaders, config: Config, plan: Plan, mask_plan, world=
 
 # ---------------------------------------------------------------- the ETA's cost model
 
+def target_view_count(config: Config) -> int:
+    """Target-encoder forwards per image: 2 when a loss term reads view 2's target features (the model
+    computes what the enabled terms ask for: LossSettings.extra_features), else 1."""
+    return 2 if "target_pooled_2" in loss_settings(config).extra_features else 1
+
+
 def activity_costs(config: Config, plan: Plan, mask_plan, loaders: Loaders, probe_images: int) -> dict:
     """eta.forward_costs for this run: each activity's images x forward FLOPs over a train step's FLOPs."""
     from hjepa_mlx.eta import forward_costs
@@ -324,7 +330,7 @@ def activity_costs(config: Config, plan: Plan, mask_plan, loaders: Loaders, prob
 
     spec, grid = plan.encoder, plan.grid[0] * plan.grid[1]
     views = 2 if plan.two_views else 1
-    target_views = 2 if config.loss.use_contrastive and not config.loss.contrastive_on_context else 1
+    target_views = target_view_count(config)
     train = train_flops_per_image(
         grid_tokens=grid, patch_size=spec.patch_size, encoder_width=spec.embed_dim, encoder_depth=spec.depth,
         predictor_width=config.model.predictor.embed_dim, predictor_depth=config.model.predictor.depth,
