@@ -75,6 +75,18 @@ def test_quality_benchmark_on_tiny_cifar_files(tmp_path):
     assert "k-NN@20 >= 50 %" in payload["checks"] and "learning curve" in stdout
 
 
+def test_supervised_benchmark_on_tiny_cifar_files(tmp_path):
+    """benchmarks/supervised.py (the supervised ceiling beside quality.py) on tiny generated CIFAR-10 files."""
+    from test_trainer import _write_cifar10
+    _write_cifar10(tmp_path / "data")
+    sets = [a for s in TINY + ["data.num_workers=0"] for a in ("--set", s)]
+    stdout, payload = run("supervised.py", str(ROOT / "configs/cifar10_cpu.yaml"), "--data-path",
+                          str(tmp_path / "data"), "--steps", "3", *sets, tmp_path=tmp_path)
+    assert payload["steps"] == 3 and payload["bank"] == 80 and payload["test"] == 16
+    assert all(0.0 <= payload[k] <= 1.0 for k in ("test_accuracy", "knn_top1_k1", "knn_top1_k20"))
+    assert "supervised cifar10_cpu, 3 steps" in stdout
+
+
 @pytest.mark.slow
 def test_throughput_benchmark_two_ranks(tmp_path):
     """--world 2: mlx.launch on localhost; rank 0 reports per-rank and global img/s and the all-reduce."""
