@@ -93,7 +93,7 @@ def encoder_kwargs(config: Config, plan: Plan) -> dict:
                 depth=spec.depth, num_heads=spec.num_heads, mlp_ratio=4.0, qkv_bias=True,
                 use_fused_attention=m.use_flash_attention, use_layerscale=m.use_layerscale,
                 layerscale_init=m.layerscale_init, use_rope=m.rope.use_rope, rope_theta=m.rope.theta,
-                activation=m.mlp_activation)
+                absolute_positions=m.rope.absolute_table, activation=m.mlp_activation)
 
 
 def loss_settings(config: Config):

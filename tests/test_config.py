@@ -162,6 +162,8 @@ BROKEN = {
     "pin_memory": (_with("data.pin_memory", True), "unified memory"),
     "wandb": (_with("logging.use_wandb", True), "not supported"),
     "predictor dropout": (_with("model.predictor.dropout", 0.1), "not implemented"),
+    "no position information": (_with("model.rope", {"use_rope": False, "absolute_table": False}),
+                                "without any position information"),
     "mixup": (_merge(_with("data.transforms.strategy", "deit3"),
                      {"data": {"transforms": {"deit3": {"mixup_alpha": 0.8}}}}), "supervised-only"),
 }

@@ -64,6 +64,33 @@ def test_encoder_on_indices_matches_numpy(rope, fused):
     np.testing.assert_allclose(np.array(out), ref, atol=5e-5, rtol=1e-4)
 
 
+def test_encoder_without_the_absolute_table_matches_numpy():
+    """absolute_positions=False: the float64 reference with a zero position table (RoPE still rotates q, k)."""
+    mx.random.seed(4)
+    enc = ViTEncoder(**TINY, use_rope=True, rope_theta=100.0, absolute_positions=False)
+    x = _images(seed=5)
+    idx = np.array([[0, 5, 6, 15, 9], [3, 2, 12, 1, 8]], dtype=np.int32)
+    out = enc(mx.array(x.astype(np.float32)), mx.array(idx))
+    ref = np_encoder(x, to_numpy(enc.parameters()), 4, 2, np.zeros((16, 16)), idx, grid_w=4, rope_theta=100.0)
+    np.testing.assert_allclose(np.array(out), ref, atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("absolute", [True, False])
+def test_only_the_absolute_table_tells_equal_patches_apart(absolute):
+    """A constant image has equal patches: with positions only through RoPE every token's output is the
+    same (attention mixes equal values, whatever its weights); the absolute table makes them differ."""
+    mx.random.seed(12)
+    enc = ViTEncoder(**TINY, use_rope=True, absolute_positions=absolute)
+    out = np.array(enc(mx.full((1, 16, 16, 3), 0.7)))[0]
+    spread = np.abs(out - out[0]).max()
+    assert (spread > 1e-2) if absolute else (spread < 1e-5), spread
+
+
+def test_no_absolute_table_needs_rope():
+    with pytest.raises(ValueError, match="needs RoPE"):
+        ViTEncoder(**TINY, absolute_positions=False)
+
+
 def test_encoder_without_indices_runs_on_all_patches():
     mx.random.seed(6)
     enc = ViTEncoder(**TINY, use_rope=True)

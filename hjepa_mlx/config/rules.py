@@ -30,7 +30,7 @@ REFUSED: list[tuple[str, Callable[[object], bool], str]] = [
 
 # Sub-keys that only matter when a switch is on: (switch path, predicate "feature is on", sub-key prefixes).
 DEPENDENT_KEYS: list[tuple[str, Callable[[Config], bool], tuple[str, ...]]] = [
-    ("model.rope.use_rope", lambda c: c.model.rope.use_rope, ("model.rope.theta",)),
+    ("model.rope.use_rope", lambda c: c.model.rope.use_rope, ("model.rope.theta", "model.rope.absolute_table")),
     ("model.fpn.use_fpn", lambda c: c.model.fpn.use_fpn, ("model.fpn.feature_dim", "model.fpn.fusion_method")),
     ("model.use_layerscale", lambda c: c.model.use_layerscale, ("model.layerscale_init",)),
     ("data.transforms.strategy", lambda c: c.data.transforms.strategy == "deit3", ("data.transforms.deit3",)),
@@ -115,6 +115,9 @@ def _model_rules(config: Config, source: str) -> None:
     if pred.embed_dim % pred.num_heads:
         raise UserError(f"{source}: model.predictor.embed_dim {pred.embed_dim} is not divisible by "
                         f"model.predictor.num_heads {pred.num_heads}")
+    if not model.rope.absolute_table and not model.rope.use_rope:
+        raise UserError(f"{source}: model.rope.absolute_table false with model.rope.use_rope false leaves the "
+                        f"encoder without any position information; set use_rope true or absolute_table true")
     if model.rope.use_rope:
         for name, width, heads in (("encoder", spec.embed_dim, spec.num_heads),
                                    ("predictor", pred.embed_dim, pred.num_heads)):

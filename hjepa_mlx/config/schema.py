@@ -46,6 +46,11 @@ class ExperimentConfig:
 class RopeConfig:
     use_rope: bool = False
     theta: float = num(10000.0, 0.0, lo_open=True)
+    # With RoPE, whether the encoders still add the absolute sin-cos table to their tokens (true, as before)
+    # or see positions only through RoPE's relative rotations (false). The predictor keeps its table: it
+    # must know where to predict. false keeps the JEPA targets from being predictable from position alone
+    # (README, "Learning on real images"); it needs use_rope.
+    absolute_table: bool = True
 
 
 @dataclass(frozen=True)

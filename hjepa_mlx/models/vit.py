@@ -127,6 +127,7 @@ class ViTEncoder(nn.Module):
     patch_size, image_size (square images, divisible by patch_size), embed_dim, depth, num_heads,
     mlp_ratio, qkv_bias, use_fused_attention (fast kernels for attention and RoPE, else the reference
     formulas), use_layerscale, layerscale_init, use_rope (2-D RoPE on q, k), rope_theta,
+    absolute_positions (add the sin-cos table; False: positions only through RoPE, which must be on),
     use_checkpoint (recompute block activations in backward), activation (MLP activation key).
     Weights start as I-JEPA's (`hjepa_mlx.models.init`), drawn from the global MLX RNG.
     """
@@ -134,8 +135,11 @@ class ViTEncoder(nn.Module):
     def __init__(self, *, patch_size: int, image_size: int, embed_dim: int, depth: int, num_heads: int,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, use_fused_attention: bool = True,
                  use_layerscale: bool = False, layerscale_init: float = 1e-5, use_rope: bool = False,
-                 rope_theta: float = 10000.0, use_checkpoint: bool = False, activation: str = "gelu"):
+                 rope_theta: float = 10000.0, use_checkpoint: bool = False, activation: str = "gelu",
+                 absolute_positions: bool = True):
         super().__init__()
+        if not (absolute_positions or use_rope):
+            raise ValueError("an encoder without the absolute table needs RoPE for any position information")
         if image_size % patch_size:
             raise UserError(f"image size {image_size} is not divisible by the patch size {patch_size}; "
                             f"pick an image size that is a multiple of {patch_size}")
@@ -149,6 +153,7 @@ class ViTEncoder(nn.Module):
                              use_layerscale, layerscale_init, activation, rope_theta) for _ in range(depth)]
         self.norm = kernels.LayerNorm(embed_dim, eps=LN_EPS)
         self._use_rope = use_rope
+        self._absolute = absolute_positions
         self._checkpoint = use_checkpoint
         ijepa_init(self)
 
@@ -173,7 +178,9 @@ class ViTEncoder(nn.Module):
         as for any resized crop)."""
         p = self._patch_size
         grid = (images.shape[1] // p, images.shape[2] // p)
-        x = self.patch_embed(images) + self._pos_table(grid).astype(images.dtype)
+        x = self.patch_embed(images)
+        if self._absolute:
+            x = x + self._pos_table(grid).astype(images.dtype)
         if indices is not None:
             x = gather_tokens(x, indices)
         positions = None
