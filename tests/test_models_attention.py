@@ -24,9 +24,13 @@ def test_fused_equals_reference(nq, nk):
 
 
 @pytest.mark.parametrize("fn", [fused_attention, reference_attention])
-def test_attention_matches_float64_numpy(fn):
+@pytest.mark.parametrize("kernels_on", [True, False])
+def test_attention_matches_float64_numpy(fn, kernels_on):
+    """Both paths, with the C++ softmax (the CPU default) and with MLX's own."""
+    from hjepa_mlx import kernels
     q, k, v = _qkv(seed=1, scale=1.5)
-    out = fn(*(mx.array(t.astype(np.float32)) for t in (q, k, v)), 16 ** -0.5)
+    with kernels.disabled() if not kernels_on else contextlib.nullcontext():
+        out = fn(*(mx.array(t.astype(np.float32)) for t in (q, k, v)), 16 ** -0.5)
     np.testing.assert_allclose(np.array(out), np_attention_core(q, k, v, 16 ** -0.5), atol=1e-5, rtol=0)
 
 
@@ -49,12 +53,20 @@ def test_masked_attention_matches_float64_numpy_on_the_allowed_keys(fn, kernels_
 
 
 def test_fused_and_reference_gradients_agree():
+    """The two paths, and the reference path with MLX's own softmax (the C++ softmax's vjp against MLX's)."""
+    from hjepa_mlx import kernels
     q, k, v = (mx.array(t.astype(np.float32)) for t in _qkv(seed=2))
     w = mx.array(np.random.default_rng(3).standard_normal(q.shape).astype(np.float32))
-    grads = [mx.grad(lambda a, b, c, f=f: (f(a, b, c, 0.25) * w).sum(), argnums=(0, 1, 2))(q, k, v)
-             for f in (fused_attention, reference_attention)]
-    for g_fused, g_ref in zip(*grads):
+
+    def grads(f):
+        return mx.grad(lambda a, b, c: (f(a, b, c, 0.25) * w).sum(), argnums=(0, 1, 2))(q, k, v)
+
+    fused, ref = grads(fused_attention), grads(reference_attention)
+    with kernels.disabled():
+        ref_mlx = grads(reference_attention)
+    for g_fused, g_ref, g_mlx in zip(fused, ref, ref_mlx):
         np.testing.assert_allclose(np.array(g_fused), np.array(g_ref), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.array(g_ref), np.array(g_mlx), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("fused", [True, False])

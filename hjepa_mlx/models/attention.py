@@ -1,10 +1,12 @@
 """Multi-head self-attention with two interchangeable kernels and optional axial 2-D RoPE.
 
 `fused=True` uses the fast kernels: `mx.fast.scaled_dot_product_attention` and `mx.fast.rope` (fused on
-Apple GPUs and CUDA). The MLX CPU backend does not fuse attention (it runs the reference's ops), so there
-`fused_attention` computes the reference formula with the softmax of `hjepa_mlx.kernels` (vectorised and
-multi-threaded C++) when that is available. `fused=False` uses the plain formulas (`reference_attention`,
-`rope_reference`). Tests hold the two paths together (<= 1e-5) and both against float64 NumPy.
+Apple GPUs and CUDA). `fused=False` uses the plain formulas (`reference_attention`, `rope_reference`).
+The MLX CPU backend fuses neither path (it runs the reference's ops), so on the CPU both compute the
+reference formula, and both take the softmax of `hjepa_mlx.kernels` (vectorised and multi-threaded C++,
+the same math as `mx.softmax`) when it is available: `use_flash_attention: false` chooses the formula,
+not a slow softmax. Tests hold the two paths together (<= 1e-5) and both against float64 NumPy, with and
+without the kernels.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def reference_attention(q: mx.array, k: mx.array, v: mx.array, scale: float, mas
     scores = (q * scale) @ k.swapaxes(-1, -2)
     if mask is not None:
         scores = scores + mask
-    weights = mx.softmax(scores.astype(mx.float32), axis=-1).astype(v.dtype)
+    weights = kernels.softmax(scores.astype(mx.float32)).astype(v.dtype)
     return weights @ v
 
 
