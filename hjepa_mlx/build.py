@@ -47,7 +47,9 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
     m = config.model
     spec = plan.encoder
     mx.random.seed(config.experiment.seed)   # initial weights are a function of the seed
-    checkpointing = config.training.use_gradient_checkpointing
+    recompute_encoder, recompute_predictor, message = recompute_choice(config, plan)
+    if message and not quiet:
+        print(message)
     common = dict(use_fused_attention=m.use_flash_attention, use_layerscale=m.use_layerscale,
                   layerscale_init=m.layerscale_init, use_rope=m.rope.use_rope, rope_theta=m.rope.theta,
                   activation=m.mlp_activation)
@@ -58,7 +60,7 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
     p = m.predictor
     predictor = Predictor(grid=plan.grid, encoder_dim=spec.embed_dim, predictor_dim=p.embed_dim, depth=p.depth,
                           num_heads=p.num_heads, mlp_ratio=p.mlp_ratio, qkv_bias=p.qkv_bias, dropout=p.dropout,
-                          use_checkpoint=checkpointing, shared_context=p.shared_context, **common)
+                          use_checkpoint=recompute_predictor, shared_context=p.shared_context, **common)
     fpn = None
     if m.fpn.use_fpn:
         fpn = FPN(num_levels=m.num_hierarchies, in_dim=spec.embed_dim, feature_dim=m.fpn.feature_dim,
@@ -75,7 +77,7 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
 
     losses = loss_settings(config)
     batch_statistics = bool(losses.terms)     # every loss term beside the prediction reads batch features
-    return HJEPAModel(encoder=encoder(checkpointing), target_encoder=encoder(False), predictor=predictor,
+    return HJEPAModel(encoder=encoder(recompute_encoder), target_encoder=encoder(False), predictor=predictor,
                       fpn=fpn, grid=plan.grid, num_levels=m.num_hierarchies,
                       normalize_embeddings=config.loss.normalize_embeddings,
                       loss_settings=losses, two_views=plan.two_views, compute_dtype=dtype,
@@ -122,13 +124,53 @@ def loss_settings(config: Config):
 
 # ---------------------------------------------------------------- masks
 
-def build_mask_plan(config: Config, plan: Plan):
+def build_mask_plan(config: Config, plan: Plan, *, quiet: bool = False):
     from hjepa_mlx.masks import plan_masks
 
     k = config.masking
     return plan_masks(plan.grid[0], plan.grid[1], num_masks=k.num_masks, mask_scale=k.mask_scale,
                       aspect_ratio=k.aspect_ratio, num_context_masks=k.num_context_masks,
-                      context_scale=k.context_scale, min_keep=k.min_keep, num_levels=config.model.num_hierarchies)
+                      context_scale=k.context_scale, min_keep=k.min_keep, num_levels=config.model.num_hierarchies,
+                      quiet=quiet)
+
+
+# ---------------------------------------------------------------- recomputation
+
+def device_memory_bytes() -> float | None:
+    """The default device's memory: the GPU's as MLX reports it, else this machine's physical memory."""
+    from hjepa_mlx.estimate import machine_memory_bytes
+    info = mx.device_info() if hasattr(mx, "device_info") else {}
+    return float(info["memory_size"]) if info.get("memory_size") else machine_memory_bytes()
+
+
+def recompute_choice(config: Config, plan: Plan):
+    """(context encoder's, predictor's use_checkpoint, one line or None): False without
+    training.use_gradient_checkpointing; True (every block) for training.recompute 'all'; for 'fit' the
+    number of leading blocks recompute.choose_recomputed picks under the memory limit."""
+    from hjepa_mlx import recompute
+
+    t = config.training
+    if not t.use_gradient_checkpointing:
+        return False, False, None
+    spec, p = plan.encoder, config.model.predictor
+    masks = build_mask_plan(config, plan, quiet=True)
+    micro = max(plan.batch_size // max(plan.world_size, 1), 1)
+    nc, m, k = masks.num_context, config.masking.num_masks, masks.num_target
+    sequences, tokens = (micro, nc + m * k) if p.shared_context else (micro * m, nc + k)
+    stacks = [recompute.Stack("encoder", spec.depth, micro * (2 if plan.two_views else 1), nc, spec.embed_dim,
+                              4 * spec.embed_dim, spec.num_heads),
+              recompute.Stack("predictor", p.depth, sequences, tokens, p.embed_dim, int(p.embed_dim * p.mlp_ratio),
+                              p.num_heads)]
+    fixed = recompute.parameter_bytes(stacks)
+    if t.recompute == "all":
+        chosen, limit = {s.name: s.depth for s in stacks}, None
+    else:
+        memory = device_memory_bytes()
+        limit = None if memory is None else memory * t.recompute_memory_fraction
+        chosen = ({s.name: s.depth for s in stacks} if limit is None
+                  else recompute.choose_recomputed(stacks, limit, fixed))
+    line = recompute.describe(stacks, chosen, t.recompute, fixed, limit)
+    return chosen["encoder"], chosen["predictor"], line
 
 
 # ---------------------------------------------------------------- schedules

@@ -123,6 +123,9 @@ def _run_in_world(args, loaded, world, budget_s, path) -> int:
         say(dump_yaml(loaded.config).rstrip())
         say(describe_plan(plan))
         say(describe_masks(mask_plan))
+        recompute_line = build.recompute_choice(loaded.config, plan)[2]
+        if recompute_line:
+            say(recompute_line)
         if not args.no_calibrate and world.is_main:
             _print_calibrated_estimate(loaded.config, plan, args, budget_s, path)
         return 0

@@ -185,6 +185,11 @@ class TrainingConfig:
     use_amp: bool = False
     accumulation_steps: int = num(1, 1)
     use_gradient_checkpointing: bool = False
+    # with use_gradient_checkpointing: 'all' recomputes every block of the context encoder and predictor
+    # (the seeds' meaning); 'fit' only as many blocks as the estimated training memory needs to stay under
+    # recompute_memory_fraction of the device's memory (hjepa_mlx/recompute.py); the banner says which
+    recompute: Literal["all", "fit"] = "all"
+    recompute_memory_fraction: float = num(0.6, 0.0, 1.0, lo_open=True)
     # true: the target encoder's forward and the second view's context pass run on a second stream of the
     # device, beside the first view's work (MLX's CPU backend runs most non-matmul ops on one thread per
     # stream, so two streams use both cores). Same ops, same results (tested bit-identical).

@@ -39,7 +39,7 @@ class Predictor(nn.Module):
     def __init__(self, *, grid: tuple[int, int], encoder_dim: int, predictor_dim: int, depth: int,
                  num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, dropout: float = 0.0,
                  use_fused_attention: bool = True, use_layerscale: bool = False, layerscale_init: float = 1e-5,
-                 use_rope: bool = False, rope_theta: float = 10000.0, use_checkpoint: bool = False,
+                 use_rope: bool = False, rope_theta: float = 10000.0, use_checkpoint: bool | int = False,
                  activation: str = "gelu", shared_context: bool = False):
         super().__init__()
         if dropout > 0:

@@ -107,12 +107,14 @@ class Block(nn.Module):
         return x + (self.ls2(m) if self.use_layerscale else m)
 
 
-def run_blocks(blocks, x: mx.array, positions, use_checkpoint: bool, mask: mx.array | None = None) -> mx.array:
-    """Apply blocks in order. use_checkpoint: wrap each block in `mx.checkpoint` (via
-    `mlx.nn.utils.checkpoint`), so its activations are recomputed in the backward pass instead of stored.
+def run_blocks(blocks, x: mx.array, positions, use_checkpoint: bool | int, mask: mx.array | None = None) -> mx.array:
+    """Apply blocks in order. use_checkpoint: True (every block), False (none) or the number of leading
+    blocks to wrap in `mx.checkpoint` (via `mlx.nn.utils.checkpoint`), whose activations are recomputed in
+    the backward pass instead of stored (hjepa_mlx/recompute.py chooses the number).
     mask: None or an additive attention bias for every block."""
-    for block in blocks:
-        x = checkpoint(block)(x, positions, mask) if use_checkpoint else block(x, positions, mask)
+    recomputed = len(blocks) if use_checkpoint is True else int(use_checkpoint)
+    for i, block in enumerate(blocks):
+        x = checkpoint(block)(x, positions, mask) if i < recomputed else block(x, positions, mask)
     return x
 
 
@@ -128,14 +130,14 @@ class ViTEncoder(nn.Module):
     mlp_ratio, qkv_bias, use_fused_attention (fast kernels for attention and RoPE, else the reference
     formulas), use_layerscale, layerscale_init, use_rope (2-D RoPE on q, k), rope_theta,
     absolute_positions (add the sin-cos table; False: positions only through RoPE, which must be on),
-    use_checkpoint (recompute block activations in backward), activation (MLP activation key).
+    use_checkpoint (recompute block activations in backward: all, none, or the leading n blocks), activation (MLP activation key).
     Weights start as I-JEPA's (`hjepa_mlx.models.init`), drawn from the global MLX RNG.
     """
 
     def __init__(self, *, patch_size: int, image_size: int, embed_dim: int, depth: int, num_heads: int,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, use_fused_attention: bool = True,
                  use_layerscale: bool = False, layerscale_init: float = 1e-5, use_rope: bool = False,
-                 rope_theta: float = 10000.0, use_checkpoint: bool = False, activation: str = "gelu",
+                 rope_theta: float = 10000.0, use_checkpoint: bool | int = False, activation: str = "gelu",
                  absolute_positions: bool = True):
         super().__init__()
         if not (absolute_positions or use_rope):
