@@ -110,6 +110,15 @@ def prepare(config, world=SINGLE):
                           images=b * k, step_settings=step_settings(config, plan))
 
 
+def _peak_of(step) -> float:
+    """Peak memory (bytes) of one more call of an already compiled step."""
+    mx.synchronize()
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    step()
+    return mx.get_peak_memory()
+
+
 def measure(config, *, repeats: int, warmup: int, breakdown: bool = False, compare_kernels: bool = False,
             compare_config=None, world=SINGLE) -> dict:
     """Time the config's train step. compare_kernels: also the same step with MLX's own ops, in turn;
@@ -141,10 +150,16 @@ def measure(config, *, repeats: int, warmup: int, breakdown: bool = False, compa
                       "speedup": timings["config"]["median_s"] / timings["compared"]["median_s"]}
     else:
         timing = time_median(one_step, warmup=warmup, repeats=repeats)
+    peak = mx.get_peak_memory()
+    if comparison is not None:
+        # interleaved steps share one peak counter: one more step of each, alone, gives each its own peak
+        peak = _peak_of(one_step)
+        if compare_config is not None:
+            comparison["peak_memory_gb"] = _peak_of(other_step) / 1e9
     images, flops = c["images"], c["flops"]
     ips = images / timing["median_s"]
     row = {"timing": timing, "images_per_step": images, "images_per_s": ips, "flops_per_image": flops,
-           "achieved_gflops": flops * ips / 1e9, "peak_memory_gb": mx.get_peak_memory() / 1e9,
+           "achieved_gflops": flops * ips / 1e9, "peak_memory_gb": peak / 1e9,
            "traces": c["traces"].count, "images_per_epoch": c["plan"].images_per_epoch}
     row.update(_scale_out(world, c["holder"]["state"]["params"], timing["median_s"], ips, warmup=warmup,
                           repeats=repeats))
@@ -266,7 +281,8 @@ def main(argv=None) -> int:
         if "compared" in r:
             o = r["compared"]
             print(f"{variant}: with {' '.join(args.compare)} {o['images_per_s']:.2f} img/s "
-                  f"({o['flops_per_image'] / 1e9:.2f} GFLOP/img, MFU {o['achieved_gflops'] / gemm['best']:.2f}) "
+                  f"({o['flops_per_image'] / 1e9:.2f} GFLOP/img, MFU {o['achieved_gflops'] / gemm['best']:.2f}, "
+                  f"peak {o['peak_memory_gb']:.2f} GB) "
                   f"against {r['images_per_s']:.2f} img/s as written (x{o['speedup']:.2f}, timed in turn)")
     for variant, r in rows.items():
         if "breakdown" in r:

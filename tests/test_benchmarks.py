@@ -49,6 +49,20 @@ def test_throughput_benchmark(tmp_path):
     assert "breakdown, recompute:" in stdout and "attention core" in stdout
 
 
+def test_throughput_compare_reports_each_variants_own_peak(tmp_path):
+    """--compare times two configs in turn; each row's peak memory is its own (one counter would give both
+    the larger): recomputing every block (all) needs less than recomputing none (fit on a roomy machine)."""
+    # batch 128: activations, not weights and optimizer state, set the peak
+    sets = [a for s in TINY_MODEL + ["data.batch_size=128", "training.use_gradient_checkpointing=true"]
+            for a in ("--set", s)]
+    stdout, payload = run("throughput.py", str(ROOT / "configs/quickstart.yaml"), *sets, "--repeats", "1",
+                          "--warmup", "1", "--no-recompute-variant", "--compare", "training.recompute=fit",
+                          tmp_path=tmp_path)
+    row = payload["results"]["recompute"]
+    assert 0 < row["peak_memory_gb"] < row["compared"]["peak_memory_gb"], row
+    assert "with training.recompute=fit" in stdout and "peak" in stdout
+
+
 def test_kernels_benchmark(tmp_path):
     stdout, payload = run("kernels.py", "--batch", "1", "--repeats", "1", "--warmup", "0", tmp_path=tmp_path)
     rows = payload["rows"]
