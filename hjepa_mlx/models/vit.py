@@ -130,7 +130,8 @@ class ViTEncoder(nn.Module):
     mlp_ratio, qkv_bias, use_fused_attention (fast kernels for attention and RoPE, else the reference
     formulas), use_layerscale, layerscale_init, use_rope (2-D RoPE on q, k), rope_theta,
     absolute_positions (add the sin-cos table; False: positions only through RoPE, which must be on),
-    use_checkpoint (recompute block activations in backward: all, none, or the leading n blocks), activation (MLP activation key).
+    use_checkpoint (recompute block activations in backward: True all, False none, an int the leading n
+    blocks), activation (MLP activation key).
     Weights start as I-JEPA's (`hjepa_mlx.models.init`), drawn from the global MLX RNG.
     """
 
