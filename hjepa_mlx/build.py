@@ -139,8 +139,8 @@ def build_mask_plan(config: Config, plan: Plan, *, quiet: bool = False):
 def device_memory_bytes() -> float | None:
     """The default device's memory: the GPU's as MLX reports it, else this machine's physical memory."""
     from hjepa_mlx.estimate import machine_memory_bytes
-    info = mx.device_info() if hasattr(mx, "device_info") else {}
-    return float(info["memory_size"]) if info.get("memory_size") else machine_memory_bytes()
+    memory = mx.device_info().get("memory_size")     # reported for GPUs; the CPU's info has none
+    return float(memory) if memory else machine_memory_bytes()
 
 
 def recompute_choice(config: Config, plan: Plan):
@@ -157,8 +157,9 @@ def recompute_choice(config: Config, plan: Plan):
     micro = max(plan.batch_size // max(plan.world_size, 1), 1)
     nc, m, k = masks.num_context, config.masking.num_masks, masks.num_target
     sequences, tokens = (micro, nc + m * k) if p.shared_context else (micro * m, nc + k)
+    hidden = int(spec.embed_dim * encoder_kwargs(config, plan)["mlp_ratio"])
     stacks = [recompute.Stack("encoder", spec.depth, micro * (2 if plan.two_views else 1), nc, spec.embed_dim,
-                              4 * spec.embed_dim, spec.num_heads),
+                              hidden, spec.num_heads),
               recompute.Stack("predictor", p.depth, sequences, tokens, p.embed_dim, int(p.embed_dim * p.mlp_ratio),
                               p.num_heads)]
     fixed = recompute.parameter_bytes(stacks)

@@ -80,11 +80,12 @@ def describe(stacks: list[Stack], recomputed: dict[str, int], policy: str, fixed
              limit_bytes: float | None) -> str:
     """One line: what is recomputed and why."""
     parts = ", ".join(f"{recomputed[s.name]} of {s.depth} {s.name} blocks" for s in stacks)
-    est = f"{estimated_bytes(stacks, recomputed, fixed_bytes) / 1e9:.2f} GB of block activations and weights"
+    total = estimated_bytes(stacks, recomputed, fixed_bytes)
+    est = f"{total / 1e9:.2f} GB of block activations and weights"
     if policy == "all":
         return f"recomputation: {parts} (training.recompute: all; estimated {est})"
     if limit_bytes is None:
         return f"recomputation: {parts} (training.recompute: fit, but this device's memory is unknown: every block)"
-    fits = "within" if estimated_bytes(stacks, recomputed, fixed_bytes) <= limit_bytes else "does NOT fit"
+    fits = "within" if total <= limit_bytes else "does NOT fit"
     return (f"recomputation: {parts} (training.recompute: fit; estimated {est}, {fits} the limit of "
             f"{limit_bytes / 1e9:.1f} GB = training.recompute_memory_fraction of this device's memory)")

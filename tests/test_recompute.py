@@ -1,6 +1,8 @@
 """training.recompute: the per-block memory estimate against MLX's measured peak, the planner's choice,
 and the config wiring (all: every block; fit: as many as the memory limit needs)."""
 
+from pathlib import Path
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 
 from hjepa_mlx.recompute import Stack, choose_recomputed, estimated_bytes, parameter_bytes
 from hjepa_mlx.models.vit import ViTEncoder
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs/quickstart.yaml"
 
 
 def _peak_bytes(use_checkpoint, images, depth=4):
@@ -70,7 +74,7 @@ def test_config_all_recomputes_every_block_and_fit_none_on_a_roomy_machine(monke
     from hjepa_mlx.config.plan import make_plan
 
     def choice(*overrides):
-        config = load_config("configs/quickstart.yaml",
+        config = load_config(QUICKSTART,
                              overrides=["training.use_gradient_checkpointing=true", *overrides]).config
         return build.recompute_choice(config, make_plan(config))
 
@@ -81,5 +85,5 @@ def test_config_all_recomputes_every_block_and_fit_none_on_a_roomy_machine(monke
     monkeypatch.setattr(build, "device_memory_bytes", lambda: 1e6)
     enc, pred, line = choice("training.recompute=fit")
     assert (enc, pred) == (12, 2) and "does NOT fit" in line
-    config = load_config("configs/quickstart.yaml").config        # checkpointing off: nothing recomputed
+    config = load_config(QUICKSTART).config        # checkpointing off: nothing recomputed
     assert build.recompute_choice(config, make_plan(config)) == (False, False, None)
