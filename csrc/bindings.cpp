@@ -19,7 +19,7 @@ using namespace nb::literals;
 namespace hk = hjepa_kernels;
 
 NB_MODULE(_kernels, m) {
-  m.doc() = "Fast float32 CPU kernels (exact GELU, softmax, LayerNorm) as MLX primitives.";
+  m.doc() = "Fast float32 CPU kernels (exact GELU, softmax, LayerNorm, attention) as MLX primitives.";
   // The MLX version whose headers this module was compiled against; MLX has no stable C++ ABI, so the
   // Python side refuses to use the module under any other version.
   m.attr("mlx_version") = std::to_string(MLX_VERSION_MAJOR) + "." + std::to_string(MLX_VERSION_MINOR) + "." +
@@ -35,6 +35,9 @@ NB_MODULE(_kernels, m) {
         "stream"_a = nb::none(), "LayerNorm over the last axis; weight and bias both (D,) or both None.");
   m.def("layer_norm_grad", &hk::layer_norm_grad, "x"_a, "weight"_a.none(), "dy"_a, "eps"_a, nb::kw_only(),
         "stream"_a = nb::none(), "[dx] or [dx, dweight, dbias].");
+  m.def("attention", &hk::attention, "qkv"_a, "heads"_a, "scale"_a, "mask"_a.none(), nb::kw_only(),
+        "stream"_a = nb::none(),
+        "softmax(scale q k^T + mask) v per head, from qkv (B, N, 3 * heads * head_dim) -> (B, N, heads * head_dim).");
   m.def("isa", [] { return std::string(hk::kernels().isa); }, "The kernel build in use.");
   m.def("select_isa", [](const std::string& isa) { return hk::select_kernels(isa.c_str()); }, "isa"_a,
         "Use one kernel build ('baseline', 'avx2+fma' or 'auto'); False if unavailable here.");

@@ -3,6 +3,8 @@
 
 #include <cstddef>
 
+#include "attention_shape.h"
+
 namespace hjepa_kernels {
 
 struct KernelTable {
@@ -14,6 +16,11 @@ struct KernelTable {
   void (*layer_norm_forward)(const float*, const float*, const float*, float*, size_t, size_t, float);
   void (*layer_norm_backward)(const float*, const float*, const float*, float*, float*, float*, float*, size_t,
                               size_t, float);
+  // qkv, mask (N x N additive, or null), out, lse, jobs [begin, end) of the B * H (image, head) pairs
+  void (*attention_forward)(const AttentionShape&, const float*, const float*, float*, float*, size_t, size_t);
+  // qkv, mask, out, lse, dout, dqkv, jobs [begin, end)
+  void (*attention_backward)(const AttentionShape&, const float*, const float*, const float*, const float*,
+                             const float*, float*, size_t, size_t);
 };
 
 const KernelTable& baseline_table();

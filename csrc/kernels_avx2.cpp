@@ -1,6 +1,7 @@
 // The AVX2 + FMA build of math_kernels.h (compiled with -mavx2 -mfma; used only when the CPU has both).
 #define HJEPA_KERNEL_NS avx2
 #include "math_kernels.h"
+#include "attention_kernels.h"
 #include "kernel_table.h"
 
 namespace hjepa_kernels {
@@ -8,7 +9,8 @@ const KernelTable& avx2_table() {
   static const KernelTable table{"avx2+fma",
                                  avx2::gelu_forward,   avx2::gelu_backward,
                                  avx2::softmax_forward, avx2::softmax_backward,
-                                 avx2::layer_norm_forward, avx2::layer_norm_backward};
+                                 avx2::layer_norm_forward, avx2::layer_norm_backward,
+                                 avx2::attention_forward, avx2::attention_backward};
   return table;
 }
 }  // namespace hjepa_kernels

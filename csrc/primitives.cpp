@@ -270,4 +270,102 @@ void LayerNormGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<m
   });
 }
 
+// ---------------------------------------------------------------- attention
+
+namespace {
+
+AttentionShape attention_shape(const mx::array& qkv, int heads, float scale) {
+  const size_t width = qkv.shape(2) / 3;
+  return {static_cast<size_t>(qkv.shape(0)), static_cast<size_t>(qkv.shape(1)), static_cast<size_t>(heads),
+          width / static_cast<size_t>(heads), scale};
+}
+
+void check_attention(const mx::array& qkv, int heads, const std::optional<mx::array>& mask) {
+  check_float32(qkv, "attention");
+  if (qkv.ndim() != 3 || heads < 1 || qkv.shape(2) % (3 * heads) != 0 || qkv.shape(1) < 1) {
+    throw std::invalid_argument("[hjepa_kernels.attention] qkv must be (B, N, 3 * heads * head_dim)");
+  }
+  if (mask) {
+    check_float32(*mask, "attention");
+    if (mask->ndim() != 2 || mask->shape(0) != qkv.shape(1) || mask->shape(1) != qkv.shape(1)) {
+      throw std::invalid_argument("[hjepa_kernels.attention] the mask must be (N, N) for qkv (B, N, ...)");
+    }
+  }
+}
+
+// Below this many multiply-adds a call runs on the stream thread alone.
+constexpr size_t kAttentionJobGrain = 1 << 16;
+
+size_t attention_grain(const AttentionShape& s) {
+  return std::max<size_t>(1, kAttentionJobGrain / std::max<size_t>(1, s.tokens * s.tokens * s.head_dim));
+}
+
+}  // namespace
+
+mx::array attention(const mx::array& qkv, int heads, float scale, const std::optional<mx::array>& mask,
+                    mx::StreamOrDevice s) {
+  check_attention(qkv, heads, mask);
+  std::vector<mx::array> inputs{dense(qkv, s)};
+  if (mask) inputs.push_back(dense(*mask, s));
+  const int b = qkv.shape(0), n = qkv.shape(1), d = qkv.shape(2) / 3;
+  auto outputs = mx::array::make_arrays({{b, n, d}, {b, heads, n}}, {mx::float32, mx::float32},
+                                        std::make_shared<Attention>(mx::to_stream(s), heads, scale),
+                                        std::move(inputs));
+  return outputs[0];
+}
+
+mx::array attention_grad(const mx::array& qkv, const std::optional<mx::array>& mask, const mx::array& out,
+                         const mx::array& lse, const mx::array& dout, int heads, float scale, mx::StreamOrDevice s) {
+  check_attention(qkv, heads, mask);
+  for (const auto* a : {&out, &lse, &dout}) check_float32(*a, "attention_grad");
+  if (dout.shape() != out.shape()) throw std::invalid_argument("[hjepa_kernels.attention_grad] dout and out differ");
+  std::vector<mx::array> inputs{dense(qkv, s), dense(out, s), dense(lse, s), dense(dout, s)};
+  if (mask) inputs.push_back(dense(*mask, s));
+  return mx::array(qkv.shape(), mx::float32, std::make_shared<AttentionGrad>(mx::to_stream(s), heads, scale),
+                   std::move(inputs));
+}
+
+void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& qkv = inputs[0];
+  const float* mp = inputs.size() == 2 ? inputs[1].data<float>() : nullptr;
+  auto& encoder = prepare(stream(), inputs, outputs);
+  const AttentionShape shape = attention_shape(qkv, heads_, scale_);
+  encoder.dispatch([shape, xp = qkv.data<float>(), mp, op = outputs[0].data<float>(),
+                    lp = outputs[1].data<float>()]() {
+    const auto& k = kernels();
+    parallel_for(shape.batch * shape.heads, attention_grain(shape),
+                 [&](size_t b, size_t e) { k.attention_forward(shape, xp, mp, op, lp, b, e); });
+  });
+}
+
+// The mask is a constant bias (no gradient flows into it: its cotangent is zero).
+std::vector<mx::array> Attention::vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                                      const std::vector<int>& argnums, const std::vector<mx::array>& outputs) {
+  std::optional<mx::array> mask;
+  if (primals.size() == 2) mask = primals[1];
+  std::vector<mx::array> grads;
+  for (int a : argnums) {
+    if (a == 0) {
+      grads.push_back(attention_grad(primals[0], mask, outputs[0], outputs[1], cotangents[0], heads_, scale_,
+                                     stream()));
+    } else {
+      grads.push_back(mx::zeros_like(primals[a], stream()));
+    }
+  }
+  return grads;
+}
+
+void AttentionGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& qkv = inputs[0];
+  const float* mp = inputs.size() == 5 ? inputs[4].data<float>() : nullptr;
+  auto& encoder = prepare(stream(), inputs, outputs);
+  const AttentionShape shape = attention_shape(qkv, heads_, scale_);
+  encoder.dispatch([shape, xp = qkv.data<float>(), mp, op = inputs[1].data<float>(), lp = inputs[2].data<float>(),
+                    gp = inputs[3].data<float>(), dp = outputs[0].data<float>()]() {
+    const auto& k = kernels();
+    parallel_for(shape.batch * shape.heads, attention_grain(shape),
+                 [&](size_t b, size_t e) { k.attention_backward(shape, xp, mp, op, lp, gp, dp, b, e); });
+  });
+}
+
 }  // namespace hjepa_kernels

@@ -1,6 +1,7 @@
 // MLX primitives for the CPU kernels: exact GELU, softmax over the last axis, LayerNorm over the last
-// axis, each with a backward primitive so mx.grad / mx.vjp (and mx.compile, mx.checkpoint) stay on the
-// fast kernels. float32 only; CPU only (eval_gpu throws: the Python wrapper never puts these on a GPU).
+// axis and multi-head attention from the qkv projection, each with a backward primitive so mx.grad /
+// mx.vjp (and mx.compile, mx.checkpoint) stay on the fast kernels. float32 only; CPU only (eval_gpu
+// throws: the Python wrapper never puts these on a GPU).
 #pragma once
 
 #include "mlx/ops.h"
@@ -20,6 +21,15 @@ mx::array layer_norm(const mx::array& x, const std::optional<mx::array>& weight,
 // Returns {dx} without affine, {dx, dweight, dbias} with it.
 std::vector<mx::array> layer_norm_grad(const mx::array& x, const std::optional<mx::array>& weight,
                                        const mx::array& dy, float eps, mx::StreamOrDevice s = {});
+
+// Multi-head self-attention from the qkv projection: qkv (B, N, 3 * H * hd) laid out (B, N, 3, H, hd), mask
+// an additive (N, N) bias or absent; returns (B, N, H * hd) = softmax(scale q k^T + mask) v per head.
+mx::array attention(const mx::array& qkv, int heads, float scale, const std::optional<mx::array>& mask,
+                    mx::StreamOrDevice s = {});
+// dqkv (B, N, 3 * H * hd) from the forward's out and lse (B, H, N) and the cotangent dout.
+mx::array attention_grad(const mx::array& qkv, const std::optional<mx::array>& mask, const mx::array& out,
+                         const mx::array& lse, const mx::array& dout, int heads, float scale,
+                         mx::StreamOrDevice s = {});
 
 // Common base: CPU evaluation only.
 class CpuOnly : public mx::Primitive {
@@ -94,6 +104,40 @@ class LayerNormGrad : public CpuOnly {
 
  private:
   float eps_;
+};
+
+// Outputs: out (B, N, H * hd) and lse (B, H, N), the rows' log-sum-exp the backward rebuilds p from.
+class Attention : public CpuOnly {
+ public:
+  Attention(mx::Stream stream, int heads, float scale) : CpuOnly(stream), heads_(heads), scale_(scale) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
+  const char* name() const override { return "HjepaAttention"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const Attention&>(other);
+    return heads_ == o.heads_ && scale_ == o.scale_;
+  }
+
+ private:
+  int heads_;
+  float scale_;
+};
+
+// Inputs: qkv, out, lse, dout[, mask]; output dqkv.
+class AttentionGrad : public CpuOnly {
+ public:
+  AttentionGrad(mx::Stream stream, int heads, float scale) : CpuOnly(stream), heads_(heads), scale_(scale) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  const char* name() const override { return "HjepaAttentionGrad"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const AttentionGrad&>(other);
+    return heads_ == o.heads_ && scale_ == o.scale_;
+  }
+
+ private:
+  int heads_;
+  float scale_;
 };
 
 }  // namespace hjepa_kernels

@@ -1,8 +1,9 @@
-"""Fast CPU kernels for exact GELU, softmax and LayerNorm, with MLX's own ops as the reference path.
+"""Fast CPU kernels for exact GELU, softmax, LayerNorm and attention, with MLX's own ops as the reference.
 
 MLX's CPU backend evaluates element-wise transcendental functions one element at a time on one thread
 (exact GELU ~25-40 ns per element, softmax ~10 ns), so on a CPU they, not the matmuls, dominate a ViT
-step. `hjepa_mlx._kernels` (C++, `csrc/`, built by `pip install`) implements the same math as MLX
+step; and it runs attention as head transposes plus one small BLAS call per (image, head) and product
+(~5-15 GFLOP/s). The attention kernel takes the qkv projection and does one (image, head) per job. `hjepa_mlx._kernels` (C++, `csrc/`, built by `pip install`) implements the same math as MLX
 primitives with vectorised loops split over the cores, forward and backward, so `mx.grad`,
 `mx.compile` and `mx.checkpoint` work unchanged.
 
@@ -59,7 +60,8 @@ def describe() -> str:
     if _EXT is None:
         _state["warned"] = True
         return f"kernels: MLX's own ops ({_REASON})"
-    return f"kernels: hjepa_mlx C++ CPU kernels ({_EXT.isa()}, {_EXT.threads()} threads) for GELU, softmax, LayerNorm"
+    return (f"kernels: hjepa_mlx C++ CPU kernels ({_EXT.isa()}, {_EXT.threads()} threads) for GELU, softmax, "
+            f"LayerNorm, attention")
 
 
 @contextlib.contextmanager
@@ -103,6 +105,18 @@ def layer_norm(x: mx.array, weight: mx.array | None, bias: mx.array | None, eps:
     if (weight is None) == (bias is None) and use_kernels_for(x):
         return _EXT.layer_norm(x, weight, bias, eps)
     return mx.fast.layer_norm(x, weight, bias, eps)
+
+
+def attention_applies(qkv: mx.array, mask: mx.array | None = None) -> bool:
+    """Whether `attention` takes this call to the C++ kernel (else the caller runs MLX's ops)."""
+    return use_kernels_for(qkv) and (mask is None or mask.ndim == 2)
+
+
+def attention(qkv: mx.array, num_heads: int, scale: float, mask: mx.array | None = None) -> mx.array:
+    """softmax(scale q k^T + mask) v per head straight from the qkv projection (B, N, 3 * D), laid out
+    (B, N, 3, H, hd) as `Attention.qkv` makes it; mask None or an additive (N, N) bias. Returns (B, N, D).
+    The C++ kernel only: call it where `attention_applies`."""
+    return _EXT.attention(qkv, num_heads, scale, None if mask is None else mask.astype(mx.float32))
 
 
 class LayerNorm(nn.LayerNorm):

@@ -263,6 +263,113 @@ def test_layer_norm_module_keeps_nn_layernorm_parameters():
     np.testing.assert_allclose(np.array(ln(x)), np.array(ref), rtol=1e-5, atol=1e-6)
 
 
+# ---------------------------------------------------------------- attention
+
+def ref_attention(qkv, heads, scale, mask=None):
+    """float64 softmax(scale q k^T + mask) v per head from qkv (B, N, 3, H, hd) -> (out (B, N, D), parts)."""
+    b, n, d3 = qkv.shape
+    q, k, v = qkv.reshape(b, n, 3, heads, d3 // 3 // heads).transpose(2, 0, 3, 1, 4)
+    p = ref_softmax(scale * q @ k.transpose(0, 1, 3, 2) + (0.0 if mask is None else mask))
+    return (p @ v).transpose(0, 2, 1, 3).reshape(b, n, d3 // 3), (q, k, v, p)
+
+
+def ref_attention_grad(qkv, heads, scale, dout, mask=None):
+    """float64 d(sum(out * dout))/dqkv, written out from the chain rule."""
+    b, n, d3 = qkv.shape
+    _, (q, k, v, p) = ref_attention(qkv, heads, scale, mask)
+    g = dout.reshape(b, n, heads, -1).transpose(0, 2, 1, 3)
+    dv = p.transpose(0, 1, 3, 2) @ g
+    dp = g @ v.transpose(0, 1, 3, 2)
+    ds = scale * p * (dp - (dp * p).sum(-1, keepdims=True))
+    grads = np.stack([ds @ k, ds.transpose(0, 1, 3, 2) @ q, dv])          # (3, B, H, N, hd)
+    return grads.transpose(1, 3, 0, 2, 4).reshape(b, n, d3)
+
+
+def _block_mask(n, seed):
+    allowed = np.random.default_rng(seed).random((n, n)) < 0.6
+    np.fill_diagonal(allowed, True)                     # every query keeps a key
+    return np.where(allowed, 0.0, -1e9)
+
+
+@needs_ext
+@pytest.mark.parametrize("b, n, heads, hd", [(2, 7, 2, 8), (3, 13, 3, 5), (1, 1, 1, 4), (4, 97, 2, 64),
+                                             (2, 33, 1, 17)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_values_and_gradients_match_float64(isa, b, n, heads, hd, masked):
+    """Every tail of the 6 x 16 micro-kernel (token and head-width remainders), one token, a job split
+    over the threads, with and without an additive mask."""
+    rng = np.random.default_rng(n * 7 + hd)
+    qkv = 1.5 * rng.standard_normal((b, n, 3 * heads * hd))
+    dout = rng.standard_normal((b, n, heads * hd))
+    mask = _block_mask(n, n) if masked else None
+    scale = hd ** -0.5
+    m = None if mask is None else _f32(mask)
+    (out,), (grad,) = mx.vjp(lambda x: K.attention(x, heads, scale, m), [_f32(qkv)], [_f32(dout)])
+    ref_out, _ = ref_attention(qkv, heads, scale, mask)
+    ref_grad = ref_attention_grad(qkv, heads, scale, dout, mask)
+    np.testing.assert_allclose(_np(out), ref_out, rtol=0, atol=2e-6 * np.abs(ref_out).max())
+    np.testing.assert_allclose(_np(grad), ref_grad, rtol=0, atol=2e-6 * np.abs(ref_grad).max())
+
+
+@needs_ext
+def test_attention_under_compile_and_on_views_equals_eager():
+    """A strided view (a slice of a wider projection) is read as its values; compiled == eager bits."""
+    wide = mx.random.normal((2, 11, 40), key=mx.random.key(21))
+    qkv = wide[:, :, 4:40]                                          # (2, 11, 36): 3 x 2 heads x 6
+    dense = mx.array(np.array(qkv))
+    eager = K.attention(qkv, 2, 0.4)
+    np.testing.assert_array_equal(np.array(eager), np.array(K.attention(dense, 2, 0.4)))
+    compiled = mx.compile(lambda x: K.attention(x, 2, 0.4))(qkv)
+    np.testing.assert_array_equal(np.array(compiled), np.array(eager))
+    grad = mx.grad(lambda x: (K.attention(x, 2, 0.4) ** 2).sum())
+    np.testing.assert_array_equal(np.array(mx.compile(grad)(qkv)), np.array(grad(dense)))
+
+
+@needs_ext
+@pytest.mark.parametrize("bad", ["width", "mask"])
+def test_attention_refuses_wrong_shapes(bad):
+    qkv = mx.zeros((2, 5, 3 * 8))
+    with pytest.raises(ValueError, match="attention"):
+        if bad == "width":
+            K.attention(mx.zeros((2, 5, 20)), 2, 1.0)
+        else:
+            K.attention(qkv, 2, 1.0, mx.zeros((5, 4)))
+
+
+@pytest.mark.parametrize("rope", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_module_takes_the_kernel_and_equals_mlx_ops(monkeypatch, rope, masked):
+    """Attention (the encoders' and predictor's) goes through the kernel on the CPU - RoPE'd q and k are
+    packed back for it - with the values and parameter gradients of MLX's per-head ops."""
+    from mlx.utils import tree_flatten
+
+    from hjepa_mlx.models.attention import Attention
+
+    if not K.available():
+        pytest.skip(f"C++ kernels unavailable: {K.describe()}")
+    calls = []
+    real = K.attention
+    monkeypatch.setattr(K, "attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    mx.random.seed(3)
+    attn = Attention(24, 3, fused=False, rope_theta=100.0)
+    x = mx.random.normal((2, 10, 24), key=mx.random.key(22))
+    idx = np.arange(20).reshape(2, 10)
+    positions = (mx.array(idx // 4), mx.array(idx % 4)) if rope else None
+    mask = _f32(_block_mask(10, 4)) if masked else None
+
+    def loss(params):
+        attn.update(params)
+        return (attn(x, positions, mask) ** 2).mean()
+
+    value, grads = mx.value_and_grad(loss)(attn.parameters())
+    assert calls, "the module did not call the attention kernel"
+    with K.disabled():
+        ref_value, ref_grads = mx.value_and_grad(loss)(attn.parameters())
+    np.testing.assert_allclose(value.item(), ref_value.item(), rtol=1e-5)
+    for (name, g), (_, g_ref) in zip(tree_flatten(grads), tree_flatten(ref_grads)):
+        np.testing.assert_allclose(np.array(g), np.array(g_ref), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 # ---------------------------------------------------------------- the model: kernels == MLX ops
 
 def test_vit_block_kernels_equal_mlx_ops_forward_and_gradients():
@@ -307,8 +414,11 @@ def test_wrappers_use_mlx_ops_when_not_applicable(monkeypatch):
     x = mx.random.normal((4, 6), key=mx.random.key(13))
     with K.disabled():                                              # switched off
         np.testing.assert_array_equal(np.array(K.gelu(x)), np.array(nn.gelu(x)))
+        assert not K.attention_applies(x[None])
     half = x.astype(mx.float16)                                     # not float32
     np.testing.assert_array_equal(np.array(K.softmax(half)), np.array(mx.softmax(half, axis=-1)))
+    assert not K.attention_applies(half)
+    assert not K.attention_applies(x[None], mx.zeros((1, 1, 4, 4)))   # only an (N, N) mask
     w = mx.ones((6,))                                               # weight without bias
     np.testing.assert_array_equal(np.array(K.layer_norm(x, w, None, 1e-6)),
                                   np.array(mx.fast.layer_norm(x, w, None, 1e-6)))

@@ -2,11 +2,11 @@
 
 `fused=True` uses the fast kernels: `mx.fast.scaled_dot_product_attention` and `mx.fast.rope` (fused on
 Apple GPUs and CUDA). `fused=False` uses the plain formulas (`reference_attention`, `rope_reference`).
-The MLX CPU backend fuses neither path (it runs the reference's ops), so on the CPU both compute the
-reference formula, and both take the softmax of `hjepa_mlx.kernels` (vectorised and multi-threaded C++,
-the same math as `mx.softmax`) when it is available: `use_flash_attention: false` chooses the formula,
-not a slow softmax. Tests hold the two paths together (<= 1e-5) and both against float64 NumPy, with and
-without the kernels.
+The MLX CPU backend fuses neither path (it runs the reference's ops), so on the CPU, when the C++ kernels
+of `hjepa_mlx.kernels` are available, `Attention` calls their attention kernel for both (the reference
+formula per (image, head), forward and backward, straight from the qkv projection), and the two functions
+below take their softmax: `use_flash_attention: false` chooses the formula, not a slow path. Tests hold
+the paths together (<= 1e-5) and all against float64 NumPy, with and without the kernels.
 """
 
 from __future__ import annotations
@@ -62,16 +62,20 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def _heads(self, x: mx.array, positions) -> tuple[mx.array, mx.array, mx.array]:
-        """q, k, v as (B, H, N, hd), RoPE applied to q and k when positions are given."""
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                  # (B, N, H, hd)
+    def _split(self, qkv: mx.array, positions) -> tuple[mx.array, mx.array, mx.array]:
+        """q, k, v as (B, N, H, hd) from the qkv projection, RoPE applied to q and k when positions are given."""
+        b, n, _ = qkv.shape
+        qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if positions is not None:
             # RoPE before the head transpose: (B, N, H, hd) is the layout mx.fast.rope needs (see posemb).
             rope = rope_fused if self.fused else rope_reference
             q, k = rope(q, *positions, self.rope_theta), rope(k, *positions, self.rope_theta)
-        return tuple(t.transpose(0, 2, 1, 3) for t in (q, k, v))
+        return q, k, v
+
+    def _heads(self, x: mx.array, positions) -> tuple[mx.array, mx.array, mx.array]:
+        """q, k, v as (B, H, N, hd), RoPE applied to q and k when positions are given."""
+        return tuple(t.transpose(0, 2, 1, 3) for t in self._split(self.qkv(x), positions))
 
     def weights(self, x: mx.array, positions=None) -> mx.array:
         """The softmax attention weights (B, H, N, N), for diagnostics (log_attention)."""
@@ -83,7 +87,11 @@ class Attention(nn.Module):
         """x (B, N, D); positions: None (no RoPE) or (rows, cols), each (B, N) int32; mask: None or an
         additive (N, N) attention bias. Returns (B, N, D)."""
         b, n, d = x.shape
-        q, k, v = self._heads(x, positions)                                  # (B, H, N, hd)
+        qkv = self.qkv(x)
+        if kernels.attention_applies(qkv, mask):   # the C++ kernel: q, k, v packed as the projection makes them
+            if positions is not None:
+                qkv = mx.stack(self._split(qkv, positions), axis=2).reshape(b, n, 3 * d)
+            return self.proj(kernels.attention(qkv, self.num_heads, self.scale, mask))
+        q, k, v = (t.transpose(0, 2, 1, 3) for t in self._split(qkv, positions))
         attend = fused_attention if self.fused else reference_attention
-        out = attend(q, k, v, self.scale, mask)
-        return self.proj(out.transpose(0, 2, 1, 3).reshape(b, n, d))
+        return self.proj(attend(q, k, v, self.scale, mask).transpose(0, 2, 1, 3).reshape(b, n, d))

@@ -1,0 +1,229 @@
+// Multi-head self-attention straight from the qkv projection, forward and backward, per (image, head).
+//
+// MLX's CPU backend runs attention as separate ops: head transposes that copy, one small BLAS call per
+// (image, head) for q k^T and for p v (and five in the backward), each a 60-200 token GEMM that MKL runs at
+// ~5-20 GFLOP/s, and the softmax between them. Here one (image, head) is one job: q, k, v are read in place
+// from qkv (B, N, 3, H, hd), the two (forward) or five (backward) products run in a register-blocked
+// micro-kernel on small packed panels that stay in cache, and the softmax sits between them. The forward
+// keeps the row log-sum-exp so the backward rebuilds the probabilities with one product instead of storing
+// them (as FlashAttention does). Jobs are independent, so the caller spreads them over the cores.
+//
+// Included by kernels_baseline.cpp and kernels_avx2.cpp after math_kernels.h (same namespace, exp_split).
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "attention_shape.h"
+
+namespace hjepa_kernels::HJEPA_KERNEL_NS {
+
+#if defined(__AVX__)
+typedef float vecf __attribute__((vector_size(32)));
+#else
+typedef float vecf __attribute__((vector_size(16)));
+#endif
+constexpr size_t kLanes = sizeof(vecf) / sizeof(float);
+constexpr size_t kTileCols = 2 * kLanes;   // columns of one micro-kernel tile: two vectors
+constexpr size_t kTileRows = 6;            // 6 x 2 accumulators + 2 loads + 1 broadcast fit in 16 registers
+
+static inline vecf vload(const float* p) {
+  vecf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void vstore(float* p, vecf v) { std::memcpy(p, &v, sizeof v); }
+static inline vecf vsplat(const float* p) {   // *p in every lane
+#if defined(__AVX__)
+  return _mm256_broadcast_ss(p);
+#else
+  vecf v;
+  for (size_t i = 0; i < kLanes; ++i) v[i] = *p;
+  return v;
+#endif
+}
+static inline vecf vfma(vecf a, vecf b, vecf c) {
+#if defined(__FMA__) && defined(__AVX__)
+  return _mm256_fmadd_ps(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+static inline size_t padded(size_t n) { return (n + kTileCols - 1) / kTileCols * kTileCols; }
+
+// C[0:R, 0:kTileCols] = A[0:R, 0:K] B[0:K, 0:kTileCols]; A's element (i, k) at A[i * ars + k * acs]
+// (so a transposed operand costs nothing), B row-major with row stride ldb, C row stride ldc.
+template <int R>
+static inline void micro_tile(size_t K, const float* __restrict A, size_t ars, size_t acs,
+                              const float* __restrict B, size_t ldb, float* __restrict C, size_t ldc) {
+  vecf c0[R], c1[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) c0[r] = c1[r] = vecf{};
+  for (size_t k = 0; k < K; ++k) {
+    const vecf b0 = vload(B + k * ldb), b1 = vload(B + k * ldb + kLanes);
+    const float* a = A + k * acs;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const vecf av = vsplat(a + r * ars);
+      c0[r] = vfma(av, b0, c0[r]);
+      c1[r] = vfma(av, b1, c1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    vstore(C + r * ldc, c0[r]);
+    vstore(C + r * ldc + kLanes, c1[r]);
+  }
+}
+
+// C[0:M, 0:Np] = A[0:M, 0:K] B[0:K, 0:Np] with B packed row-major (row stride Np, a multiple of kTileCols).
+static void small_gemm(size_t M, size_t Np, size_t K, const float* A, size_t ars, size_t acs, const float* B,
+                       float* C, size_t ldc) {
+  for (size_t j = 0; j < Np; j += kTileCols) {
+    for (size_t i = 0; i < M; i += kTileRows) {
+      const float* a = A + i * ars;
+      float* c = C + i * ldc + j;
+      switch (std::min(kTileRows, M - i)) {
+        case 6: micro_tile<6>(K, a, ars, acs, B + j, Np, c, ldc); break;
+        case 5: micro_tile<5>(K, a, ars, acs, B + j, Np, c, ldc); break;
+        case 4: micro_tile<4>(K, a, ars, acs, B + j, Np, c, ldc); break;
+        case 3: micro_tile<3>(K, a, ars, acs, B + j, Np, c, ldc); break;
+        case 2: micro_tile<2>(K, a, ars, acs, B + j, Np, c, ldc); break;
+        default: micro_tile<1>(K, a, ars, acs, B + j, Np, c, ldc); break;
+      }
+    }
+  }
+}
+
+// dst[r * Np + c] = src[r * rs + c * cs] for r < rows, c < cols; zeros in the padding columns.
+static void pack(const float* src, size_t rows, size_t cols, size_t rs, size_t cs, float* dst, size_t Np) {
+  for (size_t r = 0; r < rows; ++r) {
+    float* d = dst + r * Np;
+    const float* s = src + r * rs;
+    if (cs == 1) {
+      std::memcpy(d, s, cols * sizeof(float));
+    } else {
+      for (size_t c = 0; c < cols; ++c) d[c] = s[c * cs];
+    }
+    for (size_t c = cols; c < Np; ++c) d[c] = 0.0f;
+  }
+}
+
+// Per-job scratch, sized once per part of a call.
+struct AttentionScratch {
+  std::vector<float> a, b, c, d, e;
+  AttentionScratch(size_t N, size_t hd) {
+    const size_t Np = padded(N), Hp = padded(hd);
+    const size_t panel = std::max(N * Hp, hd * Np);
+    a.resize(panel);
+    b.resize(panel);
+    c.resize(N * Np);
+    d.resize(N * Np);
+    e.resize(N * Hp);
+  }
+};
+
+// Scores s = scale * q k^T (+ mask) of one (image, head) into S (N x Np); q, k point at the head's first
+// element in qkv, `row` the token stride. kt: scratch for the packed k^T (hd x Np).
+static void attention_scores(const AttentionShape& s, const float* q, const float* k, const float* mask,
+                             float* kt, float* S) {
+  const size_t N = s.tokens, hd = s.head_dim, Np = padded(N), row = 3 * s.heads * hd;
+  pack(k, hd, N, 1, row, kt, Np);   // kt[c][j] = k[j][c]
+  small_gemm(N, Np, hd, q, row, 1, kt, S, Np);
+  for (size_t i = 0; i < N; ++i) {
+    float* si = S + i * Np;
+    if (mask) {
+      const float* mi = mask + i * N;
+      for (size_t j = 0; j < N; ++j) si[j] = HJEPA_FMA(si[j], s.scale, mi[j]);
+    } else {
+      for (size_t j = 0; j < N; ++j) si[j] *= s.scale;
+    }
+  }
+}
+
+// out (B, N, H*hd) = softmax(scale q k^T + mask) v per (image, head); lse (B, H, N) = the rows' log-sum-exp.
+// Jobs [begin, end) of the B*H (image, head) pairs.
+static void attention_forward(const AttentionShape& s, const float* qkv, const float* mask, float* out,
+                              float* lse, size_t begin, size_t end) {
+  const size_t N = s.tokens, hd = s.head_dim, H = s.heads, D = H * hd, row = 3 * D;
+  const size_t Np = padded(N), Hp = padded(hd);
+  AttentionScratch w(N, hd);
+  for (size_t job = begin; job < end; ++job) {
+    const size_t b = job / H, h = job % H;
+    const float* base = qkv + b * N * row + h * hd;
+    const float *q = base, *k = base + D, *v = base + 2 * D;
+    float* P = w.c.data();
+    attention_scores(s, q, k, mask, w.a.data(), P);
+    float* lse_job = lse + job * N;
+    for (size_t i = 0; i < N; ++i) {
+      float* pi = P + i * Np;
+      const float m = row_max(pi, N);
+      for (size_t j = 0; j < N; ++j) pi[j] = exp_split(pi[j] - m, 0.0f);
+      const float sum = row_sum(pi, N);
+      const float inv = 1.0f / sum;
+      for (size_t j = 0; j < N; ++j) pi[j] *= inv;
+      lse_job[i] = m + std::log(sum);
+    }
+    pack(v, N, hd, row, 1, w.b.data(), Hp);
+    float* o = w.e.data();
+    small_gemm(N, Hp, N, P, Np, 1, w.b.data(), o, Hp);
+    for (size_t i = 0; i < N; ++i) std::memcpy(out + (b * N + i) * D + h * hd, o + i * Hp, hd * sizeof(float));
+  }
+}
+
+// dqkv (B, N, 3, H, hd) from dout (B, N, H*hd), with the forward's out and lse: p = exp(scores - lse),
+// dv = p^T dout, dp = dout v^T, ds = scale * p * (dp - rowsum(dout * out)), dq = ds k, dk = ds^T q.
+static void attention_backward(const AttentionShape& s, const float* qkv, const float* mask, const float* out,
+                               const float* lse, const float* dout, float* dqkv, size_t begin, size_t end) {
+  const size_t N = s.tokens, hd = s.head_dim, H = s.heads, D = H * hd, row = 3 * D;
+  const size_t Np = padded(N), Hp = padded(hd);
+  AttentionScratch w(N, hd);
+  for (size_t job = begin; job < end; ++job) {
+    const size_t b = job / H, h = job % H;
+    const float* base = qkv + b * N * row + h * hd;
+    const float *q = base, *k = base + D, *v = base + 2 * D;
+    const float* o = out + b * N * D + h * hd;
+    const float* go = dout + b * N * D + h * hd;
+    float* dbase = dqkv + b * N * row + h * hd;
+    float *P = w.c.data(), *dS = w.d.data(), *result = w.e.data();
+    const auto store = [&](float* dst) {   // result (N x Hp) -> the head's rows of dq, dk or dv
+      for (size_t i = 0; i < N; ++i) std::memcpy(dst + i * row, result + i * Hp, hd * sizeof(float));
+    };
+
+    attention_scores(s, q, k, mask, w.a.data(), P);
+    const float* lse_job = lse + job * N;
+    for (size_t i = 0; i < N; ++i) {
+      float* pi = P + i * Np;
+      for (size_t j = 0; j < N; ++j) pi[j] = exp_split(pi[j] - lse_job[i], 0.0f);
+    }
+    // dv = p^T dout: A = p^T, read in place from P.
+    pack(go, N, hd, D, 1, w.b.data(), Hp);
+    small_gemm(N, Hp, N, P, 1, Np, w.b.data(), result, Hp);
+    store(dbase + 2 * D);
+    // dp = dout v^T, then ds in place.
+    pack(v, hd, N, 1, row, w.a.data(), Np);   // v^T
+    small_gemm(N, Np, hd, go, D, 1, w.a.data(), dS, Np);
+    for (size_t i = 0; i < N; ++i) {
+      const float delta = row_dot(go + i * D, o + i * D, hd);
+      const float* pi = P + i * Np;
+      float* di = dS + i * Np;
+      for (size_t j = 0; j < N; ++j) di[j] = s.scale * pi[j] * (di[j] - delta);
+    }
+    // dq = ds k
+    pack(k, N, hd, row, 1, w.b.data(), Hp);
+    small_gemm(N, Hp, N, dS, Np, 1, w.b.data(), result, Hp);
+    store(dbase);
+    // dk = ds^T q
+    pack(q, N, hd, row, 1, w.b.data(), Hp);
+    small_gemm(N, Hp, N, dS, 1, Np, w.b.data(), result, Hp);
+    store(dbase + D);
+  }
+}
+
+}  // namespace hjepa_kernels::HJEPA_KERNEL_NS
