@@ -1,6 +1,9 @@
 import hjepa_mlx  # noqa: F401  (first: loads the optimized BLAS before anything imports mlx.core)
 
-# Fused (mx.fast.scaled_dot_product_attention) vs reference (softmax(q k^T * scale) v) attention.
+# Fused (mx.fast.scaled_dot_product_attention) vs reference (softmax(q k^T * scale) v) attention, and on
+# the CPU the C++ kernel of hjepa_mlx.kernels (what the model runs there): it takes the packed qkv projection
+# (B, N, 3, H, hd) and returns (B, N, H * hd), so its time includes what the others leave out (the head
+# layout), and its gradient is the packed one.
 #
 #   python benchmarks/attention.py [--batch B] [--repeats R] [--quick] [--out PATH]
 #
@@ -19,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mlx.core as mx  # noqa: E402
 from common import RESULTS, machine, time_median, write_json  # noqa: E402
 
-from hjepa_mlx import blas  # noqa: E402
+from hjepa_mlx import blas, kernels  # noqa: E402
 from hjepa_mlx.models.attention import fused_attention, reference_attention  # noqa: E402
 
 MODELS = (("ViT-T", 3), ("ViT-S", 6), ("ViT-B", 12))
@@ -77,6 +80,34 @@ def bench_case(name, heads, seq_len, batch, mode, warmup, repeats) -> dict:
         timing["peak_memory_bytes"] = _peak_bytes(call)
         row[path] = timing
         outputs[path] = call()
+    if kernels.attention_applies(q):
+        # the same q, k, v packed as the qkv projection makes them; the output back in head layout
+        qkv = mx.stack([q, k, v], axis=1).transpose(0, 3, 1, 2, 4).reshape(batch, seq_len, -1)
+        cot_packed = cot.transpose(0, 2, 1, 3).reshape(batch, seq_len, -1)
+        mx.eval(qkv, cot_packed)
+
+        def kernel(x):
+            return kernels.attention(x, heads, scale)
+        if mode == "forward":
+            f = kernel
+        else:
+            f = mx.value_and_grad(lambda x: (kernel(x) * cot_packed).sum())
+
+        def call_kernel():
+            out = f(qkv)
+            mx.eval(out)
+            return out
+        timing = time_median(call_kernel, warmup=warmup, repeats=repeats)
+        timing["peak_memory_bytes"] = _peak_bytes(call_kernel)
+        row["kernel"] = timing
+        out = call_kernel()
+        if mode == "forward":
+            out = out.reshape(batch, seq_len, heads, HEAD_DIM).transpose(0, 2, 1, 3)
+        else:   # (value, dqkv) -> (value, (dq, dk, dv)) in head layout
+            d = out[1].reshape(batch, seq_len, 3, heads, HEAD_DIM).transpose(2, 0, 3, 1, 4)
+            out = (out[0], (d[0], d[1], d[2]))
+        row["kernel_speedup"] = row["reference"]["median_s"] / timing["median_s"]
+        row["kernel_max_rel_diff"] = _max_diff(out, outputs["reference"]) / max(_max_abs(outputs["reference"]), 1e-30)
     row["speedup"] = row["reference"]["median_s"] / row["fused"]["median_s"]
     row["max_abs_diff"] = _max_diff(outputs["fused"], outputs["reference"])
     # On the CPU the fused path uses the C++ softmax (hjepa_mlx.kernels): equal up to float32 rounding,
@@ -90,14 +121,20 @@ def _spread(t) -> str:
 
 
 def print_table(rows) -> None:
+    with_kernel = any("kernel" in r for r in rows)
     head = (f"{'model':6} {'heads':>5} {'N':>5} {'pass':8} {'fused ms (min-max)':>26} {'reference ms (min-max)':>26} "
             f"{'ref/fused':>9} {'peak MB f/r':>13} {'max|diff|':>9}")
+    if with_kernel:
+        head += f" {'C++ kernel ms (min-max)':>26} {'ref/kernel':>10} {'rel diff':>8}"
     print(head)
     print("-" * len(head))
     for r in rows:
         peak = f"{r['fused']['peak_memory_bytes'] / 2**20:.1f}/{r['reference']['peak_memory_bytes'] / 2**20:.1f}"
-        print(f"{r['model']:6} {r['heads']:5d} {r['seq_len']:5d} {r['pass']:8} {_spread(r['fused']):>26} "
-              f"{_spread(r['reference']):>26} {r['speedup']:9.2f} {peak:>13} {r['max_abs_diff']:9.1e}")
+        line = (f"{r['model']:6} {r['heads']:5d} {r['seq_len']:5d} {r['pass']:8} {_spread(r['fused']):>26} "
+                f"{_spread(r['reference']):>26} {r['speedup']:9.2f} {peak:>13} {r['max_abs_diff']:9.1e}")
+        if "kernel" in r:
+            line += f" {_spread(r['kernel']):>26} {r['kernel_speedup']:10.2f} {r['kernel_max_rel_diff']:8.1e}"
+        print(line)
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,8 @@ is printed beside the measured step; the difference ("not attributed") is what r
 graph gains or loses.
 
 Op classes are found by recording the calls the model makes during one uncompiled pass of each phase
-(Linear/conv -> matmul, MLP activation, attention core = q k^T, softmax, . v, LayerNorm, gathers), then
+(Linear/conv -> matmul, MLP activation, attention core = q k^T, softmax, . v or the C++ kernel doing all
+three, LayerNorm, gathers), then
 timing each distinct call alone on random inputs of its recorded shapes: forward for the target
 encoder, forward + backward (vjp with respect to every float input but the images) elsewhere, plus one
 more forward inside recomputed blocks. Each op's time is the median of repeats after warm-up. "other" is the step
@@ -55,7 +56,8 @@ class Recorder:
         rec = self
         orig = {"linear": nn.Linear.__call__, "conv": nn.Conv2d.__call__, "mlp": vit_mod.MLP.__call__,
                 "fused": attention_mod.fused_attention, "reference": attention_mod.reference_attention,
-                "ln": kernels.layer_norm, "take": mx.take_along_axis, "block": vit_mod.Block.__call__}
+                "ln": kernels.layer_norm, "take": mx.take_along_axis, "block": vit_mod.Block.__call__,
+                "qkv": kernels.attention}
 
         def linear(self, x):
             rec.add("matmul", f"linear {x.shape[-1]}->{self.weight.shape[0]}", ("linear", "bias" in self),
@@ -79,6 +81,12 @@ class Recorder:
                 return orig[name](q, k, v, scale, mask)
             return fn
 
+        def attend_qkv(qkv, heads, scale, mask=None):     # the C++ kernel: q k^T, softmax, . v in one op
+            masked = mask is not None
+            rec.add("attention core", f"kernel attention N={qkv.shape[1]}{' masked' if masked else ''}",
+                    ("attn_qkv", heads, scale, masked), [qkv.shape] + ([mask.shape] if masked else []))
+            return orig["qkv"](qkv, heads, scale, mask)
+
         def layer_norm(x, w, b, eps):
             rec.add("layer norm", f"layer norm D={x.shape[-1]}", ("ln", w is not None, eps),
                     [x.shape] + ([w.shape, b.shape] if w is not None else []))
@@ -98,12 +106,14 @@ class Recorder:
         nn.Linear.__call__, nn.Conv2d.__call__, vit_mod.MLP.__call__ = linear, conv, mlp
         attention_mod.fused_attention, attention_mod.reference_attention = attend("fused"), attend("reference")
         kernels.layer_norm, mx.take_along_axis, vit_mod.Block.__call__ = layer_norm, take, block
+        kernels.attention = attend_qkv
         try:
             yield self
         finally:
             nn.Linear.__call__, nn.Conv2d.__call__, vit_mod.MLP.__call__ = orig["linear"], orig["conv"], orig["mlp"]
             attention_mod.fused_attention, attention_mod.reference_attention = orig["fused"], orig["reference"]
             kernels.layer_norm, mx.take_along_axis, vit_mod.Block.__call__ = orig["ln"], orig["take"], orig["block"]
+            kernels.attention = orig["qkv"]
 
 
 def _op_fn(recipe):
@@ -118,6 +128,10 @@ def _op_fn(recipe):
     if kind == "attn":
         core = attention_mod.fused_attention if recipe[1] == "fused" else attention_mod.reference_attention
         return (lambda q, k, v, m: core(q, k, v, recipe[2], m)) if recipe[3] else (lambda q, k, v: core(q, k, v, recipe[2]))
+    if kind == "attn_qkv":
+        heads, scale = recipe[1], recipe[2]
+        return (lambda x, m: kernels.attention(x, heads, scale, m)) if recipe[3] else \
+            (lambda x: kernels.attention(x, heads, scale))
     if kind == "ln":
         return (lambda x, w, b: kernels.layer_norm(x, w, b, recipe[2])) if recipe[1] else \
             (lambda x: kernels.layer_norm(x, None, None, recipe[2]))

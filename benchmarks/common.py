@@ -19,7 +19,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def machine() -> dict:
     import mlx.core as mx
 
-    from hjepa_mlx import kernels
+    from hjepa_mlx import allocator, kernels
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -29,13 +29,14 @@ def machine() -> dict:
         pass
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "mlx": mx.__version__, "device": str(mx.default_device()), "blas": blas.describe(measure=False),
-            "kernels": kernels.describe()}
+            "kernels": kernels.describe(), "allocator": allocator.describe()}
 
 
 def print_machine(info: dict) -> None:
     print(f"machine: {info['cpu']} x{info['cpu_count']}, {info['platform']}")
     print(f"MLX {info['mlx']} on {info['device']}; {info['blas']}")
     print(info["kernels"])
+    print(info["allocator"])
 
 
 def time_median(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5) -> dict:

@@ -136,13 +136,14 @@ static void attention_scores(const AttentionShape& s, const float* q, const floa
   const size_t N = s.tokens, hd = s.head_dim, Np = padded(N), row = 3 * s.heads * hd;
   pack(k, hd, N, 1, row, kt, Np);   // kt[c][j] = k[j][c]
   small_gemm(N, Np, hd, q, row, 1, kt, S, Np);
+  const float scale = s.scale;
   for (size_t i = 0; i < N; ++i) {
-    float* si = S + i * Np;
+    float* __restrict si = S + i * Np;
     if (mask) {
-      const float* mi = mask + i * N;
-      for (size_t j = 0; j < N; ++j) si[j] = HJEPA_FMA(si[j], s.scale, mi[j]);
+      const float* __restrict mi = mask + i * N;
+      for (size_t j = 0; j < N; ++j) si[j] = HJEPA_FMA(si[j], scale, mi[j]);
     } else {
-      for (size_t j = 0; j < N; ++j) si[j] *= s.scale;
+      for (size_t j = 0; j < N; ++j) si[j] *= scale;
     }
   }
 }
@@ -162,7 +163,7 @@ static void attention_forward(const AttentionShape& s, const float* qkv, const f
     attention_scores(s, q, k, mask, w.a.data(), P);
     float* lse_job = lse + job * N;
     for (size_t i = 0; i < N; ++i) {
-      float* pi = P + i * Np;
+      float* __restrict pi = P + i * Np;
       const float m = row_max(pi, N);
       for (size_t j = 0; j < N; ++j) pi[j] = exp_split(pi[j] - m, 0.0f);
       const float sum = row_sum(pi, N);
@@ -199,8 +200,9 @@ static void attention_backward(const AttentionShape& s, const float* qkv, const 
     attention_scores(s, q, k, mask, w.a.data(), P);
     const float* lse_job = lse + job * N;
     for (size_t i = 0; i < N; ++i) {
-      float* pi = P + i * Np;
-      for (size_t j = 0; j < N; ++j) pi[j] = exp_split(pi[j] - lse_job[i], 0.0f);
+      float* __restrict pi = P + i * Np;
+      const float l = lse_job[i];
+      for (size_t j = 0; j < N; ++j) pi[j] = exp_split(pi[j] - l, 0.0f);
     }
     // dv = p^T dout: A = p^T, read in place from P.
     pack(go, N, hd, D, 1, w.b.data(), Hp);
@@ -209,11 +211,12 @@ static void attention_backward(const AttentionShape& s, const float* qkv, const 
     // dp = dout v^T, then ds in place.
     pack(v, hd, N, 1, row, w.a.data(), Np);   // v^T
     small_gemm(N, Np, hd, go, D, 1, w.a.data(), dS, Np);
+    const float scale = s.scale;
     for (size_t i = 0; i < N; ++i) {
       const float delta = row_dot(go + i * D, o + i * D, hd);
-      const float* pi = P + i * Np;
-      float* di = dS + i * Np;
-      for (size_t j = 0; j < N; ++j) di[j] = s.scale * pi[j] * (di[j] - delta);
+      const float* __restrict pi = P + i * Np;
+      float* __restrict di = dS + i * Np;
+      for (size_t j = 0; j < N; ++j) di[j] = scale * pi[j] * (di[j] - delta);
     }
     // dq = ds k
     pack(k, N, hd, row, 1, w.b.data(), Hp);

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hjepa_mlx import kernels
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,4 +26,7 @@ def test_quick_attention_benchmark_writes_its_json(tmp_path):
             assert {"median_s", "min_s", "max_s", "repeats", "peak_memory_bytes"} <= row[path].keys()
             assert row[path]["median_s"] > 0
         assert row["max_rel_diff"] <= 2e-6, row      # the C++ softmax on the CPU: float32 rounding apart
+        if kernels.available():                      # the C++ attention kernel's column, the same numbers
+            assert row["kernel"]["median_s"] > 0 and row["kernel_speedup"] > 0
+            assert row["kernel_max_rel_diff"] <= 2e-6, row
     assert {row["pass"] for row in data["results"]} == {"forward", "fwd+bwd"}

@@ -107,8 +107,9 @@ def _run_in_world(args, loaded, world, budget_s, path) -> int:
     say(line)
     mx.set_default_device(device)
     if mx.default_device().type == mx.DeviceType.cpu:
-        from hjepa_mlx import kernels
+        from hjepa_mlx import allocator, kernels
         say(kernels.describe())
+        say(allocator.describe())
     if args.output_dir is not None:
         from hjepa_mlx.config.rules import check_output_dir
         check_output_dir(args.output_dir, "--output-dir")
