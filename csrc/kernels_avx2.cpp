@@ -1,4 +1,5 @@
-// The AVX2 + FMA build of math_kernels.h and attention_kernels.h (compiled with -mavx2 -mfma; used only when the CPU has both).
+// The AVX2 + FMA build of math_kernels.h and attention_kernels.h (compiled with -mavx2 -mfma; used only
+// when the CPU has both).
 #define HJEPA_KERNEL_NS avx2
 #include "math_kernels.h"
 #include "attention_kernels.h"

@@ -1,4 +1,5 @@
-// The portable build of math_kernels.h and attention_kernels.h (x86-64 baseline SSE2, or the target's default ISA elsewhere).
+// The portable build of math_kernels.h and attention_kernels.h (x86-64 baseline SSE2, or the target's
+// default ISA elsewhere).
 #define HJEPA_KERNEL_NS baseline
 #include "math_kernels.h"
 #include "attention_kernels.h"
