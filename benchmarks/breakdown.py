@@ -54,7 +54,8 @@ class Recorder:
     @contextlib.contextmanager
     def active(self):
         rec = self
-        orig = {"linear": nn.Linear.__call__, "conv": nn.Conv2d.__call__, "mlp": vit_mod.MLP.__call__,
+        orig = {"linear": nn.Linear.__call__, "klinear": kernels.Linear.__call__, "conv": vit_mod.PatchEmbed.__call__,
+                "mlp": vit_mod.MLP.__call__,
                 "fused": attention_mod.fused_attention, "reference": attention_mod.reference_attention,
                 "ln": kernels.layer_norm, "take": mx.take_along_axis, "block": vit_mod.Block.__call__,
                 "qkv": kernels.attention}
@@ -62,10 +63,11 @@ class Recorder:
         def linear(self, x):
             rec.add("matmul", f"linear {x.shape[-1]}->{self.weight.shape[0]}", ("linear", "bias" in self),
                     [x.shape, self.weight.shape] + ([self.bias.shape] if "bias" in self else []))
-            return orig["linear"](self, x)
+            return orig["klinear" if isinstance(self, kernels.Linear) else "linear"](self, x)
 
         def conv(self, x):
-            rec.add("matmul", "patch embed conv", ("conv", self.stride), [x.shape, self.weight.shape, self.bias.shape])
+            c = self.proj
+            rec.add("matmul", "patch embed conv", ("conv", c.stride), [x.shape, c.weight.shape, c.bias.shape])
             return orig["conv"](self, x)
 
         def mlp(self, x):
@@ -103,14 +105,16 @@ class Recorder:
             finally:
                 rec._in_block -= 1
 
-        nn.Linear.__call__, nn.Conv2d.__call__, vit_mod.MLP.__call__ = linear, conv, mlp
+        nn.Linear.__call__, kernels.Linear.__call__, vit_mod.PatchEmbed.__call__ = linear, linear, conv
+        vit_mod.MLP.__call__ = mlp
         attention_mod.fused_attention, attention_mod.reference_attention = attend("fused"), attend("reference")
         kernels.layer_norm, mx.take_along_axis, vit_mod.Block.__call__ = layer_norm, take, block
         kernels.attention = attend_qkv
         try:
             yield self
         finally:
-            nn.Linear.__call__, nn.Conv2d.__call__, vit_mod.MLP.__call__ = orig["linear"], orig["conv"], orig["mlp"]
+            nn.Linear.__call__, kernels.Linear.__call__ = orig["linear"], orig["klinear"]
+            vit_mod.PatchEmbed.__call__, vit_mod.MLP.__call__ = orig["conv"], orig["mlp"]
             attention_mod.fused_attention, attention_mod.reference_attention = orig["fused"], orig["reference"]
             kernels.layer_norm, mx.take_along_axis, vit_mod.Block.__call__ = orig["ln"], orig["take"], orig["block"]
             kernels.attention = orig["qkv"]
@@ -120,9 +124,9 @@ def _op_fn(recipe):
     """The recorded call as a function of arrays, and which of its inputs are differentiable."""
     kind = recipe[0]
     if kind == "linear":
-        return (lambda x, w, b: mx.addmm(b, x, w.T)) if recipe[1] else (lambda x, w: x @ w.T)
+        return (lambda x, w, b: kernels.linear(x, w, b)) if recipe[1] else (lambda x, w: x @ w.T)
     if kind == "conv":
-        return lambda x, w, b: mx.conv2d(x, w, stride=recipe[1]) + b
+        return lambda x, w, b: kernels.add_bias(mx.conv2d(x, w, stride=recipe[1]), b)
     if kind == "act":
         return recipe[1]
     if kind == "attn":

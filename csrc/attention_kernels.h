@@ -8,7 +8,7 @@
 // keeps the row log-sum-exp so the backward rebuilds the probabilities with one product instead of storing
 // them (as FlashAttention does). Jobs are independent, so the caller spreads them over the cores.
 //
-// Included by kernels_baseline.cpp and kernels_avx2.cpp after math_kernels.h (same namespace, exp_split).
+// Included by the kernels_<isa>.cpp builds after math_kernels.h (same namespace, exp_split).
 
 #include <algorithm>
 #include <cmath>
@@ -23,14 +23,18 @@
 
 namespace hjepa_kernels::HJEPA_KERNEL_NS {
 
-#if defined(__AVX__)
+#if defined(__AVX512F__)
+typedef float vecf __attribute__((vector_size(64)));
+constexpr size_t kTileRows = 12;           // 12 x 2 accumulators + 2 loads + 1 broadcast of 32 registers
+#elif defined(__AVX__)
 typedef float vecf __attribute__((vector_size(32)));
+constexpr size_t kTileRows = 6;            // 6 x 2 accumulators + 2 loads + 1 broadcast of 16 registers
 #else
 typedef float vecf __attribute__((vector_size(16)));
+constexpr size_t kTileRows = 6;
 #endif
 constexpr size_t kLanes = sizeof(vecf) / sizeof(float);
 constexpr size_t kTileCols = 2 * kLanes;   // columns of one micro-kernel tile: two vectors
-constexpr size_t kTileRows = 6;            // 6 x 2 accumulators + 2 loads + 1 broadcast fit in 16 registers
 
 static inline vecf vload(const float* p) {
   vecf v;
@@ -39,7 +43,9 @@ static inline vecf vload(const float* p) {
 }
 static inline void vstore(float* p, vecf v) { std::memcpy(p, &v, sizeof v); }
 static inline vecf vsplat(const float* p) {   // *p in every lane
-#if defined(__AVX__)
+#if defined(__AVX512F__)
+  return _mm512_set1_ps(*p);
+#elif defined(__AVX__)
   return _mm256_broadcast_ss(p);
 #else
   vecf v;
@@ -48,7 +54,9 @@ static inline vecf vsplat(const float* p) {   // *p in every lane
 #endif
 }
 static inline vecf vfma(vecf a, vecf b, vecf c) {
-#if defined(__FMA__) && defined(__AVX__)
+#if defined(__AVX512F__)
+  return _mm512_fmadd_ps(a, b, c);
+#elif defined(__FMA__) && defined(__AVX__)
   return _mm256_fmadd_ps(a, b, c);
 #else
   return a * b + c;
@@ -63,41 +71,43 @@ template <int R>
 static inline void micro_tile(size_t K, const float* __restrict A, size_t ars, size_t acs,
                               const float* __restrict B, size_t ldb, float* __restrict C, size_t ldc) {
   vecf c0[R], c1[R];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) c0[r] = c1[r] = vecf{};
   for (size_t k = 0; k < K; ++k) {
     const vecf b0 = vload(B + k * ldb), b1 = vload(B + k * ldb + kLanes);
     const float* a = A + k * acs;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const vecf av = vsplat(a + r * ars);
       c0[r] = vfma(av, b0, c0[r]);
       c1[r] = vfma(av, b1, c1[r]);
     }
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     vstore(C + r * ldc, c0[r]);
     vstore(C + r * ldc + kLanes, c1[r]);
   }
 }
 
+// The micro-kernel for the last `rows` (< R) rows of a column of tiles.
+template <int R>
+static inline void tail_tile(size_t rows, size_t K, const float* A, size_t ars, size_t acs, const float* B, size_t ldb,
+                             float* C, size_t ldc) {
+  if constexpr (R > 1) {
+    if (rows == R - 1) return micro_tile<R - 1>(K, A, ars, acs, B, ldb, C, ldc);
+    tail_tile<R - 1>(rows, K, A, ars, acs, B, ldb, C, ldc);
+  }
+}
+
 // C[0:M, 0:Np] = A[0:M, 0:K] B[0:K, 0:Np] with B packed row-major (row stride Np, a multiple of kTileCols).
 static void small_gemm(size_t M, size_t Np, size_t K, const float* A, size_t ars, size_t acs, const float* B,
                        float* C, size_t ldc) {
+  constexpr int R = static_cast<int>(kTileRows);
   for (size_t j = 0; j < Np; j += kTileCols) {
-    for (size_t i = 0; i < M; i += kTileRows) {
-      const float* a = A + i * ars;
-      float* c = C + i * ldc + j;
-      switch (std::min(kTileRows, M - i)) {
-        case 6: micro_tile<6>(K, a, ars, acs, B + j, Np, c, ldc); break;
-        case 5: micro_tile<5>(K, a, ars, acs, B + j, Np, c, ldc); break;
-        case 4: micro_tile<4>(K, a, ars, acs, B + j, Np, c, ldc); break;
-        case 3: micro_tile<3>(K, a, ars, acs, B + j, Np, c, ldc); break;
-        case 2: micro_tile<2>(K, a, ars, acs, B + j, Np, c, ldc); break;
-        default: micro_tile<1>(K, a, ars, acs, B + j, Np, c, ldc); break;
-      }
-    }
+    size_t i = 0;
+    for (; i + kTileRows <= M; i += kTileRows) micro_tile<R>(K, A + i * ars, ars, acs, B + j, Np, C + i * ldc + j, ldc);
+    if (i < M) tail_tile<R>(M - i, K, A + i * ars, ars, acs, B + j, Np, C + i * ldc + j, ldc);
   }
 }
 

@@ -35,6 +35,10 @@ NB_MODULE(_kernels, m) {
         "stream"_a = nb::none(), "LayerNorm over the last axis; weight and bias both (D,) or both None.");
   m.def("layer_norm_grad", &hk::layer_norm_grad, "x"_a, "weight"_a.none(), "dy"_a, "eps"_a, nb::kw_only(),
         "stream"_a = nb::none(), "[dx] or [dx, dweight, dbias].");
+  m.def("bias_add", &hk::bias_add, "x"_a, "b"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "x + b on every row: x (..., D), b (D,).");
+  m.def("column_sum", &hk::column_sum, "dy"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "The sum of the rows of dy (..., D) -> (D,): the gradient of a bias.");
   m.def("attention", &hk::attention, "qkv"_a, "heads"_a, "scale"_a, "mask"_a.none(), nb::kw_only(),
         "stream"_a = nb::none(),
         "softmax(scale q k^T + mask) v per head, from qkv (B, N, 3 * heads * head_dim) -> (B, N, heads * head_dim).");

@@ -10,7 +10,9 @@ namespace {
 const KernelTable* detect() {
 #if defined(HJEPA_HAVE_AVX2_BUILD)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2_table();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2 && __builtin_cpu_supports("avx512f")) return &avx512_table();
+  if (avx2) return &avx2_table();
 #endif
   return &baseline_table();
 }
@@ -34,8 +36,13 @@ bool select_kernels(const char* isa) {
     return true;
   }
 #if defined(HJEPA_HAVE_AVX2_BUILD)
-  if (std::strcmp(isa, avx2_table().isa) == 0 && detect() == &avx2_table()) {
+  const KernelTable* best = detect();   // a build runs here if it is no wider than the widest supported
+  if (std::strcmp(isa, avx2_table().isa) == 0 && best != &baseline_table()) {
     current() = &avx2_table();
+    return true;
+  }
+  if (std::strcmp(isa, avx512_table().isa) == 0 && best == &avx512_table()) {
+    current() = &avx512_table();
     return true;
   }
 #endif

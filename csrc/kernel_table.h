@@ -16,6 +16,8 @@ struct KernelTable {
   void (*layer_norm_forward)(const float*, const float*, const float*, float*, size_t, size_t, float);
   void (*layer_norm_backward)(const float*, const float*, const float*, float*, float*, float*, float*, size_t,
                               size_t, float);
+  void (*bias_add)(const float*, const float*, float*, size_t, size_t);    // x, b, y (may be x), rows, cols
+  void (*column_sum)(const float*, float*, size_t, size_t);               // x, acc (+=), rows, cols
   // qkv, mask (N x N additive, or null), out, lse, jobs [begin, end) of the B * H (image, head) pairs
   void (*attention_forward)(const AttentionShape&, const float*, const float*, float*, float*, size_t, size_t);
   // qkv, mask, out, lse, dout, dqkv, jobs [begin, end)
@@ -26,11 +28,12 @@ struct KernelTable {
 const KernelTable& baseline_table();
 #if defined(HJEPA_HAVE_AVX2_BUILD)
 const KernelTable& avx2_table();
+const KernelTable& avx512_table();
 #endif
 
-// The table in use: AVX2+FMA when the build has it and the CPU supports it, else baseline.
+// The table in use: the widest build the CPU supports (AVX-512, AVX2+FMA), else baseline.
 const KernelTable& kernels();
-// Force one build ("baseline", "avx2+fma") or "auto"; returns false if that build is unavailable here.
+// Force one build ("baseline", "avx2+fma", "avx512") or "auto"; returns false if that build is unavailable here.
 bool select_kernels(const char* isa);
 
 }  // namespace hjepa_kernels

@@ -1,5 +1,5 @@
 // Element-wise and row kernels on contiguous float32 data: exact (erf) GELU, softmax over rows,
-// LayerNorm over rows, each forward and backward.
+// LayerNorm over rows, each forward and backward; a bias added to every row and its gradient (column sums).
 //
 // This header is compiled twice (kernels_baseline.cpp and kernels_avx2.cpp) into two namespaces, so one
 // binary carries a portable build and an AVX2+FMA build picked at run time (no -march=native). Loops
@@ -229,6 +229,23 @@ static inline void layer_norm_backward(const float* __restrict x, const float* _
       const float mg = sum_g * inv_n, mgx = sum_gx * inv_n;
       for (size_t i = 0; i < cols; ++i) out[i] = rstd * (gr[i] - mg - scratch[i] * mgx);
     }
+  }
+}
+
+// y = x + b on each row (b has `cols` entries); y may be x itself (the primitive reuses a dead input).
+static inline void bias_add(const float* x, const float* __restrict b, float* y, size_t rows, size_t cols) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    for (size_t i = 0; i < cols; ++i) yr[i] = xr[i] + b[i];
+  }
+}
+
+// acc += the sum of the rows of x (cols entries each), rows in order.
+static inline void column_sum(const float* __restrict x, float* __restrict acc, size_t rows, size_t cols) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    for (size_t i = 0; i < cols; ++i) acc[i] += xr[i];
   }
 }
 

@@ -270,6 +270,78 @@ void LayerNormGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<m
   });
 }
 
+// ---------------------------------------------------------------- bias
+
+mx::array bias_add(const mx::array& x, const mx::array& b, mx::StreamOrDevice s) {
+  check_float32(x, "bias_add");
+  check_float32(b, "bias_add");
+  if (x.ndim() == 0 || b.ndim() != 1 || b.shape(0) != x.shape(-1)) {
+    throw std::invalid_argument("[hjepa_kernels.bias_add] b must be (D,) for x (..., D)");
+  }
+  return mx::array(x.shape(), x.dtype(), std::make_shared<BiasAdd>(mx::to_stream(s)), {dense(x, s), dense(b, s)});
+}
+
+mx::array column_sum(const mx::array& dy, mx::StreamOrDevice s) {
+  check_float32(dy, "column_sum");
+  if (dy.ndim() == 0) throw std::invalid_argument("[hjepa_kernels.column_sum] needs at least one axis");
+  return mx::array({dy.shape(-1)}, dy.dtype(), std::make_shared<ColumnSum>(mx::to_stream(s)), {dense(dy, s)});
+}
+
+void BiasAdd::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& x = inputs[0];
+  auto& out = outputs[0];
+  // A dead input's buffer becomes the output (as MLX's own element-wise ops do): no new page to touch.
+  if (x.is_donatable() && x.flags().row_contiguous) {
+    out.copy_shared_buffer(x);
+  } else {
+    allocate(out);
+  }
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(x);
+  encoder.set_input_array(inputs[1]);
+  encoder.set_output_array(out);
+  encoder.dispatch([xp = x.data<float>(), bp = inputs[1].data<float>(), yp = out.data<float>(), rows = rows_of(x),
+                    cols = cols_of(x)]() {
+    const auto& k = kernels();
+    parallel_rows(rows, cols, [&](size_t b, size_t e) { k.bias_add(xp + b * cols, bp, yp + b * cols, e - b, cols); });
+  });
+}
+
+std::vector<mx::array> BiasAdd::jvp(const std::vector<mx::array>&, const std::vector<mx::array>& tangents,
+                                    const std::vector<int>& argnums) {
+  std::optional<mx::array> out;
+  for (size_t i = 0; i < argnums.size(); ++i) {
+    out = out ? mx::add(*out, tangents[i], stream()) : tangents[i];
+  }
+  return {*out};
+}
+
+std::vector<mx::array> BiasAdd::vjp(const std::vector<mx::array>&, const std::vector<mx::array>& cotangents,
+                                    const std::vector<int>& argnums, const std::vector<mx::array>&) {
+  std::vector<mx::array> grads;
+  for (int a : argnums) grads.push_back(a == 0 ? cotangents[0] : column_sum(cotangents[0], stream()));
+  return grads;
+}
+
+void ColumnSum::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& dy = inputs[0];
+  auto& encoder = prepare(stream(), inputs, outputs);
+  encoder.dispatch([gp = dy.data<float>(), op = outputs[0].data<float>(), rows = rows_of(dy), cols = cols_of(dy)]() {
+    const auto& k = kernels();
+    // One partial sum per part slot, added in slot order: the same bits whichever thread ran which part.
+    const int slots = max_parts();
+    std::vector<float> partial(static_cast<size_t>(slots) * cols, 0.0f);
+    parallel_parts(rows, row_grain(cols), [&](int slot, size_t b, size_t e) {
+      k.column_sum(gp + b * cols, partial.data() + static_cast<size_t>(slot) * cols, e - b, cols);
+    });
+    for (size_t i = 0; i < cols; ++i) op[i] = 0.0f;
+    for (int p = 0; p < slots; ++p) {
+      const float* part = partial.data() + static_cast<size_t>(p) * cols;
+      for (size_t i = 0; i < cols; ++i) op[i] += part[i];
+    }
+  });
+}
+
 // ---------------------------------------------------------------- attention
 
 namespace {

@@ -22,6 +22,11 @@ mx::array layer_norm(const mx::array& x, const std::optional<mx::array>& weight,
 std::vector<mx::array> layer_norm_grad(const mx::array& x, const std::optional<mx::array>& weight,
                                        const mx::array& dy, float eps, mx::StreamOrDevice s = {});
 
+// x (..., D) + b (D,) on every row (a Linear's bias after its matmul), and the bias gradient: the sum of
+// the rows of dy (..., D) -> (D,).
+mx::array bias_add(const mx::array& x, const mx::array& b, mx::StreamOrDevice s = {});
+mx::array column_sum(const mx::array& dy, mx::StreamOrDevice s = {});
+
 // Multi-head self-attention from the qkv projection: qkv (B, N, 3 * H * hd) laid out (B, N, 3, H, hd), mask
 // an additive (N, N) bias or absent; returns (B, N, H * hd) = softmax(scale q k^T + mask) v per head.
 mx::array attention(const mx::array& qkv, int heads, float scale, const std::optional<mx::array>& mask,
@@ -104,6 +109,27 @@ class LayerNormGrad : public CpuOnly {
 
  private:
   float eps_;
+};
+
+// Writes into x's buffer when x is dead after it (the matmul output it follows usually is).
+class BiasAdd : public CpuOnly {
+ public:
+  using CpuOnly::CpuOnly;
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  std::vector<mx::array> jvp(const std::vector<mx::array>& primals, const std::vector<mx::array>& tangents,
+                             const std::vector<int>& argnums) override;
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
+  const char* name() const override { return "HjepaBiasAdd"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
+class ColumnSum : public CpuOnly {
+ public:
+  using CpuOnly::CpuOnly;
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  const char* name() const override { return "HjepaColumnSum"; }
+  bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
 // Outputs: out (B, N, H * hd) and lse (B, H, N), the rows' log-sum-exp the backward rebuilds p from.

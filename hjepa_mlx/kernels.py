@@ -2,8 +2,10 @@
 
 MLX's CPU backend evaluates element-wise transcendental functions one element at a time on one thread
 (exact GELU ~25-40 ns per element, softmax ~10 ns), so on a CPU they, not the matmuls, dominate a ViT
-step; and it runs attention as head transposes plus one small BLAS call per (image, head) and product
-(~5-15 GFLOP/s). The attention kernel takes the qkv projection and does one (image, head) per job. `hjepa_mlx._kernels` (C++, `csrc/`, built by `pip install`) implements the same math as MLX
+step; it runs attention as head transposes plus one small BLAS call per (image, head) and product
+(~5-15 GFLOP/s), and a Linear's bias as a one-thread broadcast add (and its gradient as a one-thread sum).
+The attention kernel takes the qkv projection and does one (image, head) per job; the bias kernels split
+rows over the cores. `hjepa_mlx._kernels` (C++, `csrc/`, built by `pip install`) implements the same math as MLX
 primitives with vectorised loops split over the cores, forward and backward, so `mx.grad`,
 `mx.compile` and `mx.checkpoint` work unchanged.
 
@@ -117,6 +119,31 @@ def attention(qkv: mx.array, num_heads: int, scale: float, mask: mx.array | None
     (B, N, 3, H, hd) as `Attention.qkv` makes it; mask None or an additive (N, N) bias. Returns (B, N, D).
     The C++ kernel only: call it where `attention_applies`."""
     return _EXT.attention(qkv, num_heads, scale, None if mask is None else mask.astype(mx.float32))
+
+
+def add_bias(x: mx.array, bias: mx.array) -> mx.array:
+    """x (..., D) + bias (D,): `x + bias`'s math; on the CPU kernels threaded, into x's buffer when x is dead
+    after it, with a threaded column sum as the bias gradient (MLX's broadcast add and its sum run on one
+    thread: ~1.3 s of overnight_safe's step went to Linear biases)."""
+    if use_kernels_for(x) and bias.dtype == mx.float32:
+        return _EXT.bias_add(x, bias)
+    return x + bias
+
+
+def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.array:
+    """x @ weight.T (+ bias): `mlx.nn.Linear`'s math, the bias through `add_bias` on the CPU kernels."""
+    if bias is None:
+        return x @ weight.T
+    if use_kernels_for(x):
+        return add_bias(x @ weight.T, bias)
+    return mx.addmm(bias, x, weight.T)
+
+
+class Linear(nn.Linear):
+    """`mlx.nn.Linear` (same parameters and checkpoints) computed by `linear` above."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return linear(x, self.weight, self.get("bias"))
 
 
 class LayerNorm(nn.LayerNorm):

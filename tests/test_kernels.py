@@ -25,7 +25,7 @@ def _isas():
     if not K.available():
         return ["none"]
     out = []
-    for isa in ("baseline", "avx2+fma"):
+    for isa in ("baseline", "avx2+fma", "avx512"):
         if K._EXT.select_isa(isa):
             out.append(isa)
     K._EXT.select_isa("auto")
@@ -261,6 +261,77 @@ def test_layer_norm_module_keeps_nn_layernorm_parameters():
     with K.disabled():
         ref = ln(x)
     np.testing.assert_allclose(np.array(ln(x)), np.array(ref), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- bias
+
+@needs_ext
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (3, 37, 19), (4, 97, 384), (2049, 33)])
+def test_bias_add_and_its_gradient_match_float64(isa, shape):
+    rng = np.random.default_rng(sum(shape))
+    x, b, dy = rng.standard_normal(shape), rng.standard_normal(shape[-1]), rng.standard_normal(shape)
+    (out,), (gx, gb) = mx.vjp(lambda a, c: K._EXT.bias_add(a, c), [_f32(x), _f32(b)], [_f32(dy)])
+    np.testing.assert_allclose(_np(out), x + b, rtol=0, atol=1e-6 * np.abs(x + b).max())
+    np.testing.assert_array_equal(np.array(gx), np.array(_f32(dy)))       # the cotangent passes through
+    ref = dy.reshape(-1, shape[-1]).sum(0)
+    np.testing.assert_allclose(_np(gb), ref, rtol=0, atol=2e-6 * np.abs(dy).sum(tuple(range(len(shape) - 1))).max())
+
+
+@needs_ext
+def test_bias_add_reuses_only_a_dead_input():
+    """The output may take the input's buffer only when nothing else reads the input afterwards."""
+    x = mx.random.normal((64, 48), key=mx.random.key(31))
+    b = mx.random.normal((48,), key=mx.random.key(32))
+    y = x * 2.0                                   # an intermediate that stays alive
+    out = K._EXT.bias_add(y, b)
+    mx.eval(out)
+    np.testing.assert_array_equal(np.array(y), np.array(x) * 2.0)
+    np.testing.assert_allclose(np.array(out), np.array(x) * 2.0 + np.array(b), rtol=1e-6)
+    dead = K._EXT.bias_add(x * 2.0, b)            # the temporary dies into the kernel
+    np.testing.assert_array_equal(np.array(dead), np.array(out))
+
+
+@needs_ext
+def test_bias_gradient_is_the_same_bits_every_time():
+    dy = mx.random.normal((3000, 70), key=mx.random.key(33))
+    sums = [np.array(K._EXT.column_sum(dy)) for _ in range(3)]
+    for s in sums[1:]:
+        np.testing.assert_array_equal(s, sums[0])
+
+
+def test_linear_and_patch_embedding_equal_mlx_modules_forward_and_gradients():
+    """kernels.Linear keeps nn.Linear's parameters and math; PatchEmbed's conv + bias equals nn.Conv2d."""
+    from mlx.utils import tree_flatten
+
+    from hjepa_mlx.models.vit import PatchEmbed
+
+    mx.random.seed(4)
+    lin = K.Linear(24, 40)
+    ref = nn.Linear(24, 40)
+    ref.update(lin.parameters())
+    x = mx.random.normal((3, 11, 24), key=mx.random.key(34))
+    embed = PatchEmbed(4, 16)
+    images = mx.random.normal((2, 16, 16, 3), key=mx.random.key(35))
+    assert sorted(k for k, _ in tree_flatten(lin.parameters())) == ["bias", "weight"]
+    for module, reference, data in ((lin, ref, x), (embed, None, images)):
+        def loss(params, m=module):
+            m.update(params)
+            return (m(data) ** 2).sum()
+
+        value, grads = mx.value_and_grad(loss)(module.parameters())
+
+        def ref_loss(params, m=module, r=reference):
+            if r is None:                  # the patch embedding: nn.Conv2d's own call, reshaped
+                m.update(params)
+                y = m.proj(data)
+                return (y.reshape(y.shape[0], -1, y.shape[-1]) ** 2).sum()
+            r.update(params)
+            return (r(data) ** 2).sum()
+
+        ref_value, ref_grads = mx.value_and_grad(ref_loss)(module.parameters())
+        np.testing.assert_allclose(value.item(), ref_value.item(), rtol=1e-5)
+        for (name, g), (_, g_ref) in zip(tree_flatten(grads), tree_flatten(ref_grads)):
+            np.testing.assert_allclose(np.array(g), np.array(g_ref), rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 # ---------------------------------------------------------------- attention

@@ -59,8 +59,8 @@ class Attention(nn.Module):
         self.scale = self.head_dim ** -0.5
         self.fused = fused
         self.rope_theta = rope_theta
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = kernels.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = kernels.Linear(dim, dim)
 
     def _split(self, qkv: mx.array, positions) -> tuple[mx.array, mx.array, mx.array]:
         """q, k, v as (B, N, H, hd) from the qkv projection, RoPE applied to q and k when positions are given."""

@@ -73,10 +73,10 @@ class FPN(nn.Module):
             raise ValueError(f"FPN fusion must be 'add' or 'concat', got {fusion!r}")
         f = feature_dim or in_dim
         self.fusion = fusion
-        self.lateral = [nn.Linear(in_dim, f) for _ in range(num_levels)]
-        self.output = [nn.Linear(f, in_dim) for _ in range(num_levels)]
+        self.lateral = [kernels.Linear(in_dim, f) for _ in range(num_levels)]
+        self.output = [kernels.Linear(f, in_dim) for _ in range(num_levels)]
         if fusion == "concat":
-            self.fuse = [nn.Linear(2 * f, f) for _ in range(num_levels - 1)]
+            self.fuse = [kernels.Linear(2 * f, f) for _ in range(num_levels - 1)]
 
     def __call__(self, grids: list[mx.array]) -> list[mx.array]:
         """grids[l]: (B, M, Hl, Wl, D) dense pooled predictions, l = 0..L-1 -> same shapes after the pyramid."""

@@ -48,13 +48,13 @@ class Predictor(nn.Module):
                             f"(I-JEPA trains with 0); set model.predictor.dropout to 0")
         check_widths("predictor", predictor_dim, num_heads, use_rope)
         self._grid = tuple(grid)
-        self.embed = nn.Linear(encoder_dim, predictor_dim)
+        self.embed = kernels.Linear(encoder_dim, predictor_dim)
         self._pos = sincos_2d(predictor_dim, *self._grid)   # constant, not a parameter
         self.mask_token = trunc_normal((predictor_dim,))            # I-JEPA: trunc_normal_(std=0.02)
         self.blocks = [Block(predictor_dim, num_heads, mlp_ratio, qkv_bias, use_fused_attention,
                              use_layerscale, layerscale_init, activation, rope_theta) for _ in range(depth)]
         self.norm = kernels.LayerNorm(predictor_dim, eps=LN_EPS)
-        self.proj = nn.Linear(predictor_dim, encoder_dim)
+        self.proj = kernels.Linear(predictor_dim, encoder_dim)
         self._use_rope = use_rope
         self._checkpoint = use_checkpoint
         self._shared = shared_context

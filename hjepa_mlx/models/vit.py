@@ -46,7 +46,8 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def __call__(self, images: mx.array) -> mx.array:
-        x = self.proj(images)                              # (B, H/p, W/p, D)
+        conv = self.proj
+        x = kernels.add_bias(mx.conv2d(images, conv.weight, stride=conv.stride), conv.bias)   # (B, H/p, W/p, D)
         return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
@@ -57,8 +58,8 @@ class MLP(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown MLP activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = kernels.Linear(dim, hidden)
+        self.fc2 = kernels.Linear(hidden, dim)
         self._act = ACTIVATIONS[activation]
 
     def __call__(self, x):
