@@ -18,6 +18,9 @@ struct KernelTable {
                               size_t, float);
   void (*bias_add)(const float*, const float*, float*, size_t, size_t);    // x, b, y (may be x), rows, cols
   void (*column_sum)(const float*, float*, size_t, size_t);               // x, acc (+=), rows, cols
+  // p, g, m, v, p_out, m_out, v_out, n, scalars [lr, wd, c1, c2, grad_scale, keep, b1, b2, 1-b1, 1-b2, eps]
+  void (*adamw)(const float*, const float*, const float*, const float*, float*, float*, float*, size_t,
+                const float*);
   // qkv, mask (N x N additive, or null), out, lse, jobs [begin, end) of the B * H (image, head) pairs
   void (*attention_forward)(const AttentionShape&, const float*, const float*, float*, float*, size_t, size_t);
   // qkv, mask, out, lse, dout, dqkv, jobs [begin, end)

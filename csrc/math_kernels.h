@@ -249,4 +249,30 @@ static inline void column_sum(const float* __restrict x, float* __restrict acc, 
   }
 }
 
+// One AdamW step on n elements (optim.adamw_update's formula): g = grad * grad_scale,
+// m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, p -= lr ((m / c1) / (sqrt(v / c2) + eps) + wd p). With
+// keep == 0 (a skipped step) the old p, m, v are written back unchanged. s: lr, wd, c1, c2, grad_scale,
+// keep, b1, b2, 1 - b1, 1 - b2, eps.
+static inline void adamw(const float* __restrict p, const float* __restrict g, const float* __restrict m,
+                         const float* __restrict v, float* __restrict p_out, float* __restrict m_out,
+                         float* __restrict v_out, size_t n, const float* __restrict s) {
+  const float lr = s[0], wd = s[1], c1 = s[2], c2 = s[3], scale = s[4], keep = s[5], b1 = s[6], b2 = s[7],
+              one_b1 = s[8], one_b2 = s[9], eps = s[10];
+  if (keep == 0.0f) {
+    std::memcpy(p_out, p, n * sizeof(float));
+    std::memcpy(m_out, m, n * sizeof(float));
+    std::memcpy(v_out, v, n * sizeof(float));
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const float gi = g[i] * scale;
+    const float mi = b1 * m[i] + one_b1 * gi;
+    const float vi = b2 * v[i] + one_b2 * (gi * gi);
+    const float update = (mi / c1) / (__builtin_sqrtf(vi / c2) + eps) + wd * p[i];
+    p_out[i] = p[i] - lr * update;
+    m_out[i] = mi;
+    v_out[i] = vi;
+  }
+}
+
 }  // namespace hjepa_kernels::HJEPA_KERNEL_NS

@@ -342,6 +342,36 @@ void ColumnSum::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
   });
 }
 
+// ---------------------------------------------------------------- AdamW
+
+std::vector<mx::array> adamw(const mx::array& p, const mx::array& g, const mx::array& m, const mx::array& v,
+                             const mx::array& scalars, double b1, double b2, double eps, mx::StreamOrDevice s) {
+  for (const auto* a : {&p, &g, &m, &v, &scalars}) check_float32(*a, "adamw");
+  if (g.shape() != p.shape() || m.shape() != p.shape() || v.shape() != p.shape()) {
+    throw std::invalid_argument("[hjepa_kernels.adamw] p, g, m and v differ in shape");
+  }
+  if (scalars.ndim() != 1 || scalars.shape(0) != 6) {
+    throw std::invalid_argument("[hjepa_kernels.adamw] scalars must be (6,): lr, wd, c1, c2, grad scale, keep");
+  }
+  return mx::array::make_arrays({p.shape(), p.shape(), p.shape()}, {mx::float32, mx::float32, mx::float32},
+                                std::make_shared<AdamW>(mx::to_stream(s), b1, b2, eps),
+                                {dense(p, s), dense(g, s), dense(m, s), dense(v, s), dense(scalars, s)});
+}
+
+void AdamW::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  auto& encoder = prepare(stream(), inputs, outputs);
+  encoder.dispatch([pp = inputs[0].data<float>(), gp = inputs[1].data<float>(), mp = inputs[2].data<float>(),
+                    vp = inputs[3].data<float>(), sp = inputs[4].data<float>(), po = outputs[0].data<float>(),
+                    mo = outputs[1].data<float>(), vo = outputs[2].data<float>(), n = inputs[0].size(),
+                    b1 = b1_, b2 = b2_, one_b1 = one_b1_, one_b2 = one_b2_, eps = eps_]() {
+    const float s[11] = {sp[0], sp[1], sp[2], sp[3], sp[4], sp[5], b1, b2, one_b1, one_b2, eps};
+    const auto& k = kernels();
+    parallel_for(n, kElementGrain, [&](size_t b, size_t e) {
+      k.adamw(pp + b, gp + b, mp + b, vp + b, po + b, mo + b, vo + b, e - b, s);
+    });
+  });
+}
+
 // ---------------------------------------------------------------- attention
 
 namespace {

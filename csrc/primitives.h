@@ -27,6 +27,12 @@ std::vector<mx::array> layer_norm_grad(const mx::array& x, const std::optional<m
 mx::array bias_add(const mx::array& x, const mx::array& b, mx::StreamOrDevice s = {});
 mx::array column_sum(const mx::array& dy, mx::StreamOrDevice s = {});
 
+// One AdamW step of one parameter: p, g, m, v float32 of one shape; scalars (6,) float32
+// [lr, weight decay (0: none), 1 - b1^t, 1 - b2^t, grad scale (clipping), keep (0: skipped step, write
+// the inputs back)]. Returns {p, m, v}. No gradient (it is the update, not part of the loss).
+std::vector<mx::array> adamw(const mx::array& p, const mx::array& g, const mx::array& m, const mx::array& v,
+                             const mx::array& scalars, double b1, double b2, double eps, mx::StreamOrDevice s = {});
+
 // Multi-head self-attention from the qkv projection: qkv (B, N, 3 * H * hd) laid out (B, N, 3, H, hd), mask
 // an additive (N, N) bias or absent; returns (B, N, H * hd) = softmax(scale q k^T + mask) v per head.
 mx::array attention(const mx::array& qkv, int heads, float scale, const std::optional<mx::array>& mask,
@@ -130,6 +136,24 @@ class ColumnSum : public CpuOnly {
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
   const char* name() const override { return "HjepaColumnSum"; }
   bool is_equivalent(const mx::Primitive&) const override { return true; }
+};
+
+// b1, b2, eps arrive as Python floats (doubles); 1 - b1 and 1 - b2 are rounded from the doubles, as
+// optim.adamw_update's `(1.0 - b1) * g` is, so the two paths give the same bits.
+class AdamW : public CpuOnly {
+ public:
+  AdamW(mx::Stream stream, double b1, double b2, double eps)
+      : CpuOnly(stream), b1_(static_cast<float>(b1)), b2_(static_cast<float>(b2)),
+        one_b1_(static_cast<float>(1.0 - b1)), one_b2_(static_cast<float>(1.0 - b2)), eps_(static_cast<float>(eps)) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  const char* name() const override { return "HjepaAdamW"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    const auto& o = static_cast<const AdamW&>(other);
+    return b1_ == o.b1_ && b2_ == o.b2_ && eps_ == o.eps_;
+  }
+
+ private:
+  float b1_, b2_, one_b1_, one_b2_, eps_;
 };
 
 // Outputs: out (B, N, H * hd) and lse (B, H, N), the rows' log-sum-exp the backward rebuilds p from.

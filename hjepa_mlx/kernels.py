@@ -139,6 +139,20 @@ def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.ar
     return mx.addmm(bias, x, weight.T)
 
 
+def adamw_applies(params, grads) -> bool:
+    """Whether `optim.adamw_update` takes these trees to the C++ AdamW (every leaf float32, on the CPU)."""
+    from mlx.utils import tree_flatten
+
+    leaves = [x for tree in (params, grads) for _, x in tree_flatten(tree)]
+    return bool(leaves) and all(x.dtype == mx.float32 for x in leaves) and use_kernels_for(leaves[0])
+
+
+def adamw(p, g, m, v, scalars, b1: float, b2: float, eps: float) -> list:
+    """[p, m, v] after one AdamW step of one float32 parameter (see optim.adamw_update; scalars (6,):
+    lr, weight decay, 1 - b1^t, 1 - b2^t, grad scale, keep). The C++ kernel only: where `adamw_applies`."""
+    return _EXT.adamw(p, g, m, v, scalars, b1, b2, eps)
+
+
 class Linear(nn.Linear):
     """`mlx.nn.Linear` (same parameters and checkpoints) computed by `linear` above."""
 

@@ -8,7 +8,8 @@ so a machine with room to spare runs the step at the speed of no recomputation (
 The estimate is analytic, per block and per micro-batch: a transformer block keeps, for its backward,
 its input plus ~5 width-sized tensors, one MLP-hidden-sized one and one attention map per token (fitted to
 MLX's measured peak: ViT width 64 at batch 32, and overnight_safe, whose measured 1.03 GB between no and
-full recomputation this puts at 0.97 GB); a recomputed block keeps only its input. Fixed memory is the
+full recomputation this puts at 0.97 GB; with the C++ attention kernel one log-sum-exp per head instead of
+the map); a recomputed block keeps only its input. Fixed memory is the
 block weights x 5 (online, target, gradients, AdamW's two moments). `tests/test_recompute.py` holds the
 per-block estimate against MLX's measured peak memory. Multi-crop's local crops are not counted.
 """
@@ -32,11 +33,14 @@ class Stack:
     width: int
     hidden: int
     heads: int
+    # The block keeps its (heads x tokens) attention map per token; not with the C++ attention kernel,
+    # which keeps one log-sum-exp per head and token and rebuilds the map in the backward.
+    attention_map: bool = True
 
     @property
     def block_bytes(self) -> float:
         """Activation bytes one block keeps for its backward when it is not recomputed."""
-        per_token = 6 * self.width + self.hidden + self.heads * self.tokens
+        per_token = 6 * self.width + self.hidden + self.heads * (self.tokens if self.attention_map else 1)
         return float(self.sequences * self.tokens * per_token * FLOAT_BYTES)
 
     @property

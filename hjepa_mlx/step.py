@@ -1,8 +1,8 @@
 """The compiled pure train and eval steps.
 
 `train_step(state, batch) -> (state, metrics)`: for each of the k accumulation micro-batches, the
-H-JEPA loss and its gradients; their mean; global-norm clipping; AdamW with the decay mask; then the
-EMA update of the target encoder. Every step-dependent scalar (lr, weight decay, momentum) is computed
+H-JEPA loss and its gradients; their mean; AdamW with the decay mask on the global-norm-clipped
+gradients; then the EMA update of the target encoder. Every step-dependent scalar (lr, weight decay, momentum) is computed
 inside from `state["step"]`, so the function is traced once per run. A non-finite loss or gradient
 skips the whole update inside the graph (no retrace) and is counted in the state.
 """
@@ -91,22 +91,25 @@ def make_train_step(model, settings: StepSettings, *, compile: bool = True, mean
         if mean_across is not None:           # data parallel: every rank now holds the global-batch mean
             grads, metrics = mean_across(grads), mean_across(metrics)
 
-        grads, grad_norm = optim.clip_by_global_norm(grads, settings.clip_grad)
+        # Clipping, the finite check and the skip are folded into the update: no extra pass over the trees.
+        grad_norm = optim.global_norm(grads)
         finite = mx.logical_and(optim.all_finite(grads), mx.isfinite(metrics["loss"]))
         lr = lr_at(settings, step)
         wd = wd_at(settings, step)
         new_params, new_opt = update(state["params"], grads, state["opt"], lr=lr, weight_decay=wd,
-                                     betas=settings.betas, decay_mask=decay)
-        # once per optimizer step, after AdamW, with the rate 1 - momentum (exact near momentum 1)
+                                     betas=settings.betas, decay_mask=decay,
+                                     grad_scale=optim.clip_scale(grad_norm, settings.clip_grad), apply=finite)
+        # once per optimizer step, after AdamW, with the rate 1 - momentum (exact near momentum 1); a skipped
+        # step moves nothing: rate 0 keeps the target (target + 0 * (online - target))
         rate = ema_rate_at(settings, step)
-        new_target = ema_update_rate(state["target"], new_params["encoder"], rate)
+        new_target = ema_update_rate(state["target"], new_params["encoder"], mx.where(finite, rate, 0.0))
         momentum = 1.0 - rate                      # for the metrics only
 
         skipped = mx.logical_not(finite)
         new_state = {
-            "params": optim.select_tree(finite, new_params, state["params"]),
-            "target": optim.select_tree(finite, new_target, state["target"]),
-            "opt": optim.select_tree(finite, new_opt, state["opt"]),
+            "params": new_params,
+            "target": new_target,
+            "opt": new_opt,
             "step": step + 1,
             "skipped_total": state["skipped_total"] + skipped.astype(mx.int32),
             "skipped_run": mx.where(skipped, state["skipped_run"] + 1, mx.zeros_like(state["skipped_run"])),
