@@ -70,10 +70,13 @@ class Recorder:
             rec.add("matmul", "patch embed conv", ("conv", c.stride), [x.shape, c.weight.shape, c.bias.shape])
             return orig["conv"](self, x)
 
-        def mlp(self, x):
-            h = self.fc1(x)
-            rec.add("activation", getattr(self._act, "__name__", "act"), ("act", self._act), [h.shape])
-            return self.fc2(self._act(h))
+        def mlp(self, x):        # as MLP.__call__: fc1's matmul, then its bias + the activation in one op
+            fc1 = self.fc1
+            rec.add("matmul", f"linear {x.shape[-1]}->{fc1.weight.shape[0]}", ("linear", False),
+                    [x.shape, fc1.weight.shape])
+            h = x @ fc1.weight.T
+            rec.add("activation", f"bias + {self._activation}", ("act", self._activation), [h.shape, fc1.bias.shape])
+            return self.fc2(kernels.bias_activation(h, fc1.bias, self._activation))
 
         def attend(name):
             def fn(q, k, v, scale, mask=None):
@@ -128,7 +131,7 @@ def _op_fn(recipe):
     if kind == "conv":
         return lambda x, w, b: kernels.add_bias(mx.conv2d(x, w, stride=recipe[1]), b)
     if kind == "act":
-        return recipe[1]
+        return lambda h, b: kernels.bias_activation(h, b, recipe[1])
     if kind == "attn":
         core = attention_mod.fused_attention if recipe[1] == "fused" else attention_mod.reference_attention
         return (lambda q, k, v, m: core(q, k, v, recipe[2], m)) if recipe[3] else (lambda q, k, v: core(q, k, v, recipe[2]))

@@ -39,6 +39,8 @@ NB_MODULE(_kernels, m) {
         "x + b on every row: x (..., D), b (D,).");
   m.def("column_sum", &hk::column_sum, "dy"_a, nb::kw_only(), "stream"_a = nb::none(),
         "The sum of the rows of dy (..., D) -> (D,): the gradient of a bias.");
+  m.def("bias_act", &hk::bias_act, "h"_a, "b"_a, "kind"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "act(h + b) per row: kind 0 exact GELU, 1 ReLU.");
   m.def("adamw", &hk::adamw, "p"_a, "g"_a, "m"_a, "v"_a, "scalars"_a, "b1"_a, "b2"_a, "eps"_a, nb::kw_only(),
         "stream"_a = nb::none(),
         "One AdamW step of one parameter -> [p, m, v]; scalars (6,): lr, wd, 1-b1^t, 1-b2^t, grad scale, keep.");

@@ -18,6 +18,11 @@ struct KernelTable {
                               size_t, float);
   void (*bias_add)(const float*, const float*, float*, size_t, size_t);    // x, b, y (may be x), rows, cols
   void (*column_sum)(const float*, float*, size_t, size_t);               // x, acc (+=), rows, cols
+  // kind (0 GELU, 1 ReLU), h, b, y (may be h), rows, cols
+  void (*bias_act_forward)(int, const float*, const float*, float*, size_t, size_t);
+  // kind, h, b, y, dy, dh (may be dy), db (+=), rows, cols
+  void (*bias_act_backward)(int, const float*, const float*, const float*, const float*, float*, float*, size_t,
+                            size_t);
   // p, g, m, v, p_out, m_out, v_out, n, scalars [lr, wd, c1, c2, grad_scale, keep, b1, b2, 1-b1, 1-b2, eps]
   void (*adamw)(const float*, const float*, const float*, const float*, float*, float*, float*, size_t,
                 const float*);

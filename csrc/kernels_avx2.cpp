@@ -11,7 +11,8 @@ const KernelTable& avx2_table() {
                                  avx2::gelu_forward,   avx2::gelu_backward,
                                  avx2::softmax_forward, avx2::softmax_backward,
                                  avx2::layer_norm_forward, avx2::layer_norm_backward,
-                                 avx2::bias_add, avx2::column_sum, avx2::adamw,
+                                 avx2::bias_add, avx2::column_sum,
+                                 avx2::bias_act_forward, avx2::bias_act_backward, avx2::adamw,
                                  avx2::attention_forward, avx2::attention_backward};
   return table;
 }

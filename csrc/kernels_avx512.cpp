@@ -11,7 +11,8 @@ const KernelTable& avx512_table() {
                                  avx512::gelu_forward,   avx512::gelu_backward,
                                  avx512::softmax_forward, avx512::softmax_backward,
                                  avx512::layer_norm_forward, avx512::layer_norm_backward,
-                                 avx512::bias_add, avx512::column_sum, avx512::adamw,
+                                 avx512::bias_add, avx512::column_sum,
+                                 avx512::bias_act_forward, avx512::bias_act_backward, avx512::adamw,
                                  avx512::attention_forward, avx512::attention_backward};
   return table;
 }

@@ -11,7 +11,8 @@ const KernelTable& baseline_table() {
                                  baseline::gelu_forward,   baseline::gelu_backward,
                                  baseline::softmax_forward, baseline::softmax_backward,
                                  baseline::layer_norm_forward, baseline::layer_norm_backward,
-                                 baseline::bias_add, baseline::column_sum, baseline::adamw,
+                                 baseline::bias_add, baseline::column_sum,
+                                 baseline::bias_act_forward, baseline::bias_act_backward, baseline::adamw,
                                  baseline::attention_forward, baseline::attention_backward};
   return table;
 }

@@ -100,19 +100,58 @@ static inline void gelu_forward(const float* __restrict x, float* __restrict y, 
   for (size_t i = 0; i < n; ++i) y[i] = x[i] * normal_cdf(x[i]);
 }
 
-// dx = dy * (Phi(x) + x phi(x)), with Phi(x) = y / x recovered from the forward's output y = x Phi(x)
-// (within 2 ulp of the forward's Phi; 1/2 at x = 0): one exp per element and no erfc. Where y is
+// dy * GELU'(x) = dy * (Phi(x) + x phi(x)), with Phi(x) = y / x recovered from the forward's output
+// y = x Phi(x) (within 2 ulp of the forward's Phi; 1/2 at x = 0): one exp per element and no erfc. Where y is
 // subnormal (x < -13) the recovered Phi loses bits, but there both terms are below 1e-37 anyway.
+static inline float gelu_grad_at(float x, float y, float dy) {
+  const float xc = x < -20.0f ? -20.0f : (x > 20.0f ? 20.0f : x);   // NaN stays NaN
+  float sq_hi, sq_lo;
+  square_split(xc, sq_hi, sq_lo);
+  const float density = 0.3989422804014327f * exp_split(-0.5f * sq_hi, -0.5f * sq_lo);
+  const float cdf = x != 0.0f ? y / x : 0.5f;
+  return dy * HJEPA_FMA(x, density, cdf);
+}
+
 static inline void gelu_backward(const float* __restrict x, const float* __restrict y, const float* __restrict dy,
                                  float* __restrict dx, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    const float xi = x[i];
-    const float xc = xi < -20.0f ? -20.0f : (xi > 20.0f ? 20.0f : xi);   // NaN stays NaN
-    float sq_hi, sq_lo;
-    square_split(xc, sq_hi, sq_lo);
-    const float density = 0.3989422804014327f * exp_split(-0.5f * sq_hi, -0.5f * sq_lo);
-    const float cdf = xi != 0.0f ? y[i] / xi : 0.5f;
-    dx[i] = dy[i] * HJEPA_FMA(xi, density, cdf);
+  for (size_t i = 0; i < n; ++i) dx[i] = gelu_grad_at(x[i], y[i], dy[i]);
+}
+
+// The MLP's first Linear, after its matmul: y = act(h + b) per row (kind 0: exact GELU, 1: ReLU), one pass.
+static inline void bias_act_forward(int kind, const float* h, const float* __restrict b, float* y, size_t rows,
+                                    size_t cols) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* hr = h + r * cols;
+    float* yr = y + r * cols;
+    if (kind == 0) {
+      for (size_t i = 0; i < cols; ++i) {
+        const float z = hr[i] + b[i];
+        yr[i] = z * normal_cdf(z);
+      }
+    } else {
+      for (size_t i = 0; i < cols; ++i) {
+        const float z = hr[i] + b[i];
+        yr[i] = z > 0.0f ? z : 0.0f;
+      }
+    }
+  }
+}
+
+// dh = dy * act'(h + b) (with y = act(h + b) from the forward), db += the rows' sum of dh. dh may be dy.
+static inline void bias_act_backward(int kind, const float* __restrict h, const float* __restrict b,
+                                     const float* __restrict y, const float* dy, float* dh, float* __restrict db,
+                                     size_t rows, size_t cols) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* hr = h + r * cols;
+    const float* yr = y + r * cols;
+    const float* gr = dy + r * cols;
+    float* out = dh + r * cols;
+    if (kind == 0) {
+      for (size_t i = 0; i < cols; ++i) out[i] = gelu_grad_at(hr[i] + b[i], yr[i], gr[i]);
+    } else {
+      for (size_t i = 0; i < cols; ++i) out[i] = hr[i] + b[i] > 0.0f ? gr[i] : 0.0f;
+    }
+    for (size_t i = 0; i < cols; ++i) db[i] += out[i];
   }
 }
 

@@ -34,6 +34,15 @@ size_t cols_of(const mx::array& x) { return x.ndim() == 0 ? 1 : x.shape(-1); }
 
 void allocate(mx::array& out) { out.set_data(mx::allocator::malloc(out.nbytes())); }
 
+// out takes x's buffer when x is dead after this op, else new memory.
+void reuse_or_allocate(const mx::array& x, mx::array& out) {
+  if (x.is_donatable() && x.flags().row_contiguous) {
+    out.copy_shared_buffer(x);
+  } else {
+    allocate(out);
+  }
+}
+
 // Allocates every output and registers inputs and outputs with the stream's CPU encoder (so MLX keeps
 // them alive until the queued work has run); the caller then queues the work with encoder.dispatch.
 mx::cpu::CommandEncoder& prepare(const mx::Stream& stream, const std::vector<mx::array>& inputs,
@@ -291,11 +300,7 @@ void BiasAdd::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
   const auto& x = inputs[0];
   auto& out = outputs[0];
   // A dead input's buffer becomes the output (as MLX's own element-wise ops do): no new page to touch.
-  if (x.is_donatable() && x.flags().row_contiguous) {
-    out.copy_shared_buffer(x);
-  } else {
-    allocate(out);
-  }
+  reuse_or_allocate(x, out);
   auto& encoder = mx::cpu::get_command_encoder(stream());
   encoder.set_input_array(x);
   encoder.set_input_array(inputs[1]);
@@ -338,6 +343,90 @@ void ColumnSum::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
     for (int p = 0; p < slots; ++p) {
       const float* part = partial.data() + static_cast<size_t>(p) * cols;
       for (size_t i = 0; i < cols; ++i) op[i] += part[i];
+    }
+  });
+}
+
+// ---------------------------------------------------------------- bias + activation
+
+namespace {
+
+void check_bias(const mx::array& x, const mx::array& b, const char* op) {
+  check_float32(x, op);
+  check_float32(b, op);
+  if (x.ndim() == 0 || b.ndim() != 1 || b.shape(0) != x.shape(-1)) {
+    throw std::invalid_argument(std::string("[hjepa_kernels.") + op + "] b must be (D,) for x (..., D)");
+  }
+}
+
+}  // namespace
+
+mx::array bias_act(const mx::array& h, const mx::array& b, int kind, mx::StreamOrDevice s) {
+  check_bias(h, b, "bias_act");
+  if (kind != 0 && kind != 1) throw std::invalid_argument("[hjepa_kernels.bias_act] kind is 0 (GELU) or 1 (ReLU)");
+  return mx::array(h.shape(), h.dtype(), std::make_shared<BiasAct>(mx::to_stream(s), kind), {dense(h, s), dense(b, s)});
+}
+
+std::vector<mx::array> bias_act_grad(const mx::array& h, const mx::array& b, const mx::array& y, const mx::array& dy,
+                                     int kind, mx::StreamOrDevice s) {
+  check_bias(h, b, "bias_act_grad");
+  check_float32(y, "bias_act_grad");
+  check_float32(dy, "bias_act_grad");
+  if (y.shape() != h.shape() || dy.shape() != h.shape()) {
+    throw std::invalid_argument("[hjepa_kernels.bias_act_grad] h, y and dy differ in shape");
+  }
+  return mx::array::make_arrays({h.shape(), b.shape()}, {mx::float32, mx::float32},
+                                std::make_shared<BiasActGrad>(mx::to_stream(s), kind),
+                                {dense(h, s), dense(b, s), dense(y, s), dense(dy, s)});
+}
+
+void BiasAct::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& h = inputs[0];
+  auto& out = outputs[0];
+  reuse_or_allocate(h, out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.set_input_array(h);
+  encoder.set_input_array(inputs[1]);
+  encoder.set_output_array(out);
+  encoder.dispatch([hp = h.data<float>(), bp = inputs[1].data<float>(), yp = out.data<float>(), rows = rows_of(h),
+                    cols = cols_of(h), kind = kind_]() {
+    const auto& k = kernels();
+    parallel_rows(rows, cols, [&](size_t b, size_t e) {
+      k.bias_act_forward(kind, hp + b * cols, bp, yp + b * cols, e - b, cols);
+    });
+  });
+}
+
+std::vector<mx::array> BiasAct::vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                                    const std::vector<int>& argnums, const std::vector<mx::array>& outputs) {
+  auto grads = bias_act_grad(primals[0], primals[1], outputs[0], cotangents[0], kind_, stream());
+  std::vector<mx::array> out;
+  for (int a : argnums) out.push_back(grads.at(a));   // 0: h, 1: b
+  return out;
+}
+
+void BiasActGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  const auto& dy = inputs[3];
+  reuse_or_allocate(dy, outputs[0]);
+  allocate(outputs[1]);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  for (const auto& in : inputs) encoder.set_input_array(in);
+  for (auto& out : outputs) encoder.set_output_array(out);
+  encoder.dispatch([hp = inputs[0].data<float>(), bp = inputs[1].data<float>(), yp = inputs[2].data<float>(),
+                    gp = dy.data<float>(), dhp = outputs[0].data<float>(), dbp = outputs[1].data<float>(),
+                    rows = rows_of(dy), cols = cols_of(dy), kind = kind_]() {
+    const auto& k = kernels();
+    // Per-slot partial bias gradients added in slot order: the same bits whichever thread ran which part.
+    const int slots = max_parts();
+    std::vector<float> partial(static_cast<size_t>(slots) * cols, 0.0f);
+    parallel_parts(rows, row_grain(cols), [&](int slot, size_t b, size_t e) {
+      k.bias_act_backward(kind, hp + b * cols, bp, yp + b * cols, gp + b * cols, dhp + b * cols,
+                          partial.data() + static_cast<size_t>(slot) * cols, e - b, cols);
+    });
+    for (size_t i = 0; i < cols; ++i) dbp[i] = 0.0f;
+    for (int p = 0; p < slots; ++p) {
+      const float* part = partial.data() + static_cast<size_t>(p) * cols;
+      for (size_t i = 0; i < cols; ++i) dbp[i] += part[i];
     }
   });
 }

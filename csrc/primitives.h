@@ -27,6 +27,12 @@ std::vector<mx::array> layer_norm_grad(const mx::array& x, const std::optional<m
 mx::array bias_add(const mx::array& x, const mx::array& b, mx::StreamOrDevice s = {});
 mx::array column_sum(const mx::array& dy, mx::StreamOrDevice s = {});
 
+// act(h + b) for the MLP's first Linear after its matmul: h (..., D), b (D,), kind 0 exact GELU, 1 ReLU.
+mx::array bias_act(const mx::array& h, const mx::array& b, int kind, mx::StreamOrDevice s = {});
+// {dh, db} from the forward's h, b, y and the cotangent dy.
+std::vector<mx::array> bias_act_grad(const mx::array& h, const mx::array& b, const mx::array& y, const mx::array& dy,
+                                     int kind, mx::StreamOrDevice s = {});
+
 // One AdamW step of one parameter: p, g, m, v float32 of one shape; scalars (6,) float32
 // [lr, weight decay (0: none), 1 - b1^t, 1 - b2^t, grad scale (clipping), keep (0: skipped step, write
 // the inputs back)]. Returns {p, m, v}. No gradient (it is the update, not part of the loss).
@@ -140,6 +146,34 @@ class ColumnSum : public CpuOnly {
 
 // b1, b2, eps arrive as Python floats (doubles); 1 - b1 and 1 - b2 are rounded from the doubles, as
 // optim.adamw_update's `(1.0 - b1) * g` is, so the two paths give the same bits.
+class BiasAct : public CpuOnly {
+ public:
+  BiasAct(mx::Stream stream, int kind) : CpuOnly(stream), kind_(kind) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
+  const char* name() const override { return "HjepaBiasAct"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return kind_ == static_cast<const BiasAct&>(other).kind_;
+  }
+
+ private:
+  int kind_;
+};
+
+class BiasActGrad : public CpuOnly {
+ public:
+  BiasActGrad(mx::Stream stream, int kind) : CpuOnly(stream), kind_(kind) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  const char* name() const override { return "HjepaBiasActGrad"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return kind_ == static_cast<const BiasActGrad&>(other).kind_;
+  }
+
+ private:
+  int kind_;
+};
+
 class AdamW : public CpuOnly {
  public:
   AdamW(mx::Stream stream, double b1, double b2, double eps)

@@ -139,6 +139,19 @@ def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.ar
     return mx.addmm(bias, x, weight.T)
 
 
+BIAS_ACTIVATIONS = {"gelu": 0, "relu": 1}    # the activations the fused kernel knows, by its kind number
+
+
+def bias_activation(h: mx.array, bias: mx.array, activation: str) -> mx.array:
+    """act(h + bias) for an MLP's first Linear after its matmul: on the CPU kernels one threaded pass
+    (forward, and backward with the bias gradient); else `add_bias` then the activation's own function
+    (`kernels.gelu` for "gelu", mlx.nn's for "relu" and "gelu_fast")."""
+    if activation in BIAS_ACTIVATIONS and use_kernels_for(h) and bias.dtype == mx.float32:
+        return _EXT.bias_act(h, bias, BIAS_ACTIVATIONS[activation])
+    fn = {"gelu": gelu, "relu": nn.relu, "gelu_fast": nn.gelu_fast_approx}[activation]
+    return fn(add_bias(h, bias))
+
+
 def adamw_applies(params, grads) -> bool:
     """Whether `optim.adamw_update` takes these trees to the C++ AdamW (every leaf float32, on the CPU)."""
     from mlx.utils import tree_flatten

@@ -531,3 +531,28 @@ def test_env_switch_off_in_a_fresh_process():
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("kernels:")]
     assert len(lines) == 1 and f"{K.ENV_VAR}=off" in lines[0], proc.stdout
+
+
+@pytest.mark.parametrize("activation", ["gelu", "relu", "gelu_fast"])
+def test_bias_activation_matches_float64_and_mlx(isa, activation):
+    """The MLP's fused bias + activation: values and both gradients against float64, and against MLX's ops."""
+    rng = np.random.default_rng(9)
+    h, b, dy = 2 * rng.standard_normal((3, 41, 70)), rng.standard_normal(70), rng.standard_normal((3, 41, 70))
+    z = h + b
+    if activation == "gelu":
+        ref_y, ref_d = z * ref_cdf(z), dy * (ref_cdf(z) + z * ref_pdf(z))
+    elif activation == "relu":
+        ref_y, ref_d = np.maximum(z, 0), dy * (z > 0)
+    else:
+        s = 1 / (1 + np.exp(-1.702 * z))
+        ref_y, ref_d = z * s, dy * (s + 1.702 * z * s * (1 - s))
+    (y,), (gh, gb) = mx.vjp(lambda a, c: K.bias_activation(a, c, activation), [_f32(h), _f32(b)], [_f32(dy)])
+    tol = 2e-6 if activation != "gelu_fast" else 1e-5
+    np.testing.assert_allclose(_np(y), ref_y, rtol=0, atol=tol * np.abs(ref_y).max())
+    np.testing.assert_allclose(_np(gh), ref_d, rtol=0, atol=tol * np.abs(ref_d).max())
+    np.testing.assert_allclose(_np(gb), ref_d.sum((0, 1)), rtol=0, atol=tol * np.abs(ref_d).sum((0, 1)).max())
+    with K.disabled():
+        (y_mlx,), (gh_mlx, gb_mlx) = mx.vjp(lambda a, c: K.bias_activation(a, c, activation), [_f32(h), _f32(b)],
+                                            [_f32(dy)])
+    np.testing.assert_allclose(np.array(y), np.array(y_mlx), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(gb), np.array(gb_mlx), rtol=1e-4, atol=1e-4)

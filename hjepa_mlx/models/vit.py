@@ -61,9 +61,13 @@ class MLP(nn.Module):
         self.fc1 = kernels.Linear(dim, hidden)
         self.fc2 = kernels.Linear(hidden, dim)
         self._act = ACTIVATIONS[activation]
+        self._activation = activation
 
     def __call__(self, x):
-        return self.fc2(self._act(self.fc1(x)))
+        fc1 = self.fc1
+        if "bias" in fc1:       # the bias and the activation in one pass after the matmul
+            return self.fc2(kernels.bias_activation(x @ fc1.weight.T, fc1.bias, self._activation))
+        return self.fc2(self._act(fc1(x)))
 
 
 class LayerScale(nn.Module):
