@@ -158,6 +158,20 @@ static void attention_scores(const AttentionShape& s, const float* q, const floa
   }
 }
 
+// One (image, head) job: where its q, k, v start in qkv (token stride 3 * H * hd) and its offset in
+// (B, N, H * hd) arrays (token stride H * hd).
+struct HeadJob {
+  const float *q, *k, *v;
+  size_t offset;
+};
+
+static inline HeadJob head_job(const AttentionShape& s, const float* qkv, size_t job) {
+  const size_t N = s.tokens, hd = s.head_dim, H = s.heads, D = H * hd;
+  const size_t b = job / H, h = job % H;
+  const float* base = qkv + b * N * 3 * D + h * hd;
+  return {base, base + D, base + 2 * D, b * N * D + h * hd};
+}
+
 // out (B, N, H*hd) = softmax(scale q k^T + mask) v per (image, head); lse (B, H, N) = the rows' log-sum-exp.
 // Jobs [begin, end) of the B*H (image, head) pairs.
 static void attention_forward(const AttentionShape& s, const float* qkv, const float* mask, float* out,
@@ -166,11 +180,9 @@ static void attention_forward(const AttentionShape& s, const float* qkv, const f
   const size_t Np = padded(N), Hp = padded(hd);
   AttentionScratch w(N, hd);
   for (size_t job = begin; job < end; ++job) {
-    const size_t b = job / H, h = job % H;
-    const float* base = qkv + b * N * row + h * hd;
-    const float *q = base, *k = base + D, *v = base + 2 * D;
+    const HeadJob j = head_job(s, qkv, job);
     float* P = w.c.data();
-    attention_scores(s, q, k, mask, w.a.data(), P);
+    attention_scores(s, j.q, j.k, mask, w.a.data(), P);
     float* lse_job = lse + job * N;
     for (size_t i = 0; i < N; ++i) {
       float* __restrict pi = P + i * Np;
@@ -181,10 +193,10 @@ static void attention_forward(const AttentionShape& s, const float* qkv, const f
       for (size_t j = 0; j < N; ++j) pi[j] *= inv;
       lse_job[i] = m + std::log(sum);
     }
-    pack(v, N, hd, row, 1, w.b.data(), Hp);
+    pack(j.v, N, hd, row, 1, w.b.data(), Hp);
     float* o = w.e.data();
     small_gemm(N, Hp, N, P, Np, 1, w.b.data(), o, Hp);
-    for (size_t i = 0; i < N; ++i) std::memcpy(out + (b * N + i) * D + h * hd, o + i * Hp, hd * sizeof(float));
+    for (size_t i = 0; i < N; ++i) std::memcpy(out + j.offset + i * D, o + i * Hp, hd * sizeof(float));
   }
 }
 
@@ -196,12 +208,11 @@ static void attention_backward(const AttentionShape& s, const float* qkv, const 
   const size_t Np = padded(N), Hp = padded(hd);
   AttentionScratch w(N, hd);
   for (size_t job = begin; job < end; ++job) {
-    const size_t b = job / H, h = job % H;
-    const float* base = qkv + b * N * row + h * hd;
-    const float *q = base, *k = base + D, *v = base + 2 * D;
-    const float* o = out + b * N * D + h * hd;
-    const float* go = dout + b * N * D + h * hd;
-    float* dbase = dqkv + b * N * row + h * hd;
+    const HeadJob j = head_job(s, qkv, job);
+    const float *q = j.q, *k = j.k, *v = j.v;
+    const float* o = out + j.offset;
+    const float* go = dout + j.offset;
+    float* dbase = dqkv + (j.q - qkv);      // dqkv has qkv's layout
     float *P = w.c.data(), *dS = w.d.data(), *result = w.e.data();
     const auto store = [&](float* dst) {   // result (N x Hp) -> the head's rows of dq, dk or dv
       for (size_t i = 0; i < N; ++i) std::memcpy(dst + i * row, result + i * Hp, hd * sizeof(float));

@@ -56,6 +56,17 @@ mx::cpu::CommandEncoder& prepare(const mx::Stream& stream, const std::vector<mx:
   return encoder;
 }
 
+// As `prepare`, but outputs[0] takes inputs[reuse]'s buffer when that input is dead after this op.
+mx::cpu::CommandEncoder& prepare_in_place(const mx::Stream& stream, const std::vector<mx::array>& inputs,
+                                          std::vector<mx::array>& outputs, size_t reuse) {
+  reuse_or_allocate(inputs[reuse], outputs[0]);   // before the encoder holds a reference to the input
+  for (size_t i = 1; i < outputs.size(); ++i) allocate(outputs[i]);
+  auto& encoder = mx::cpu::get_command_encoder(stream);
+  for (const auto& in : inputs) encoder.set_input_array(in);
+  for (auto& out : outputs) encoder.set_output_array(out);
+  return encoder;
+}
+
 // Runs row_fn(begin, end) over the rows of a rows x cols problem, in parallel when it is large.
 size_t row_grain(size_t cols) { return std::max<size_t>(1, kRowElementGrain / std::max<size_t>(cols, 1)); }
 
@@ -300,11 +311,7 @@ void BiasAdd::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
   const auto& x = inputs[0];
   auto& out = outputs[0];
   // A dead input's buffer becomes the output (as MLX's own element-wise ops do): no new page to touch.
-  reuse_or_allocate(x, out);
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(x);
-  encoder.set_input_array(inputs[1]);
-  encoder.set_output_array(out);
+  auto& encoder = prepare_in_place(stream(), inputs, outputs, 0);
   encoder.dispatch([xp = x.data<float>(), bp = inputs[1].data<float>(), yp = out.data<float>(), rows = rows_of(x),
                     cols = cols_of(x)]() {
     const auto& k = kernels();
@@ -383,11 +390,7 @@ std::vector<mx::array> bias_act_grad(const mx::array& h, const mx::array& b, con
 void BiasAct::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   const auto& h = inputs[0];
   auto& out = outputs[0];
-  reuse_or_allocate(h, out);
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  encoder.set_input_array(h);
-  encoder.set_input_array(inputs[1]);
-  encoder.set_output_array(out);
+  auto& encoder = prepare_in_place(stream(), inputs, outputs, 0);
   encoder.dispatch([hp = h.data<float>(), bp = inputs[1].data<float>(), yp = out.data<float>(), rows = rows_of(h),
                     cols = cols_of(h), kind = kind_]() {
     const auto& k = kernels();
@@ -407,11 +410,7 @@ std::vector<mx::array> BiasAct::vjp(const std::vector<mx::array>& primals, const
 
 void BiasActGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
   const auto& dy = inputs[3];
-  reuse_or_allocate(dy, outputs[0]);
-  allocate(outputs[1]);
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (const auto& in : inputs) encoder.set_input_array(in);
-  for (auto& out : outputs) encoder.set_output_array(out);
+  auto& encoder = prepare_in_place(stream(), inputs, outputs, 3);   // dh into dy's buffer when dy is dead
   encoder.dispatch([hp = inputs[0].data<float>(), bp = inputs[1].data<float>(), yp = inputs[2].data<float>(),
                     gp = dy.data<float>(), dhp = outputs[0].data<float>(), dbp = outputs[1].data<float>(),
                     rows = rows_of(dy), cols = cols_of(dy), kind = kind_]() {
