@@ -1,4 +1,4 @@
-"""Fast CPU kernels for exact GELU, softmax, LayerNorm and attention, with MLX's own ops as the reference.
+"""Fast CPU kernels (GELU, softmax, LayerNorm, attention, biases, AdamW), with MLX's own ops as the reference.
 
 MLX's CPU backend evaluates element-wise transcendental functions one element at a time on one thread
 (exact GELU ~25-40 ns per element, softmax ~10 ns), so on a CPU they, not the matmuls, dominate a ViT
@@ -63,7 +63,7 @@ def describe() -> str:
         _state["warned"] = True
         return f"kernels: MLX's own ops ({_REASON})"
     return (f"kernels: hjepa_mlx C++ CPU kernels ({_EXT.isa()}, {_EXT.threads()} threads) for GELU, softmax, "
-            f"LayerNorm, attention")
+            f"LayerNorm, attention, Linear biases, AdamW")
 
 
 @contextlib.contextmanager
