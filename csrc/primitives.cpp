@@ -235,7 +235,7 @@ void LayerNorm::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
   const float* wp = inputs.size() == 3 ? inputs[1].data<float>() : nullptr;
   const float* bp = inputs.size() == 3 ? inputs[2].data<float>() : nullptr;
   encoder.dispatch([xp = x.data<float>(), wp, bp, yp = out.data<float>(), rows = rows_of(x), cols = cols_of(x),
-                    eps = eps_]() {
+                    eps = param_]() {
     const auto& k = kernels();
     parallel_rows(rows, cols, [&](size_t b, size_t e) {
       k.layer_norm_forward(xp + b * cols, wp, bp, yp + b * cols, e - b, cols, eps);
@@ -248,7 +248,7 @@ std::vector<mx::array> LayerNorm::vjp(const std::vector<mx::array>& primals,
                                       const std::vector<mx::array>&) {
   std::optional<mx::array> weight;
   if (primals.size() == 3) weight = primals[1];
-  auto grads = layer_norm_grad(primals[0], weight, cotangents[0], eps_, stream());
+  auto grads = layer_norm_grad(primals[0], weight, cotangents[0], param_, stream());
   std::vector<mx::array> out;
   for (int a : argnums) out.push_back(grads.at(a));   // 0: x, 1: weight, 2: bias
   return out;
@@ -263,7 +263,7 @@ void LayerNormGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<m
   float* dwp = affine ? outputs[1].data<float>() : nullptr;
   float* dbp = affine ? outputs[2].data<float>() : nullptr;
   encoder.dispatch([xp = x.data<float>(), gp = dy.data<float>(), wp, dxp = outputs[0].data<float>(), dwp, dbp,
-                    rows = rows_of(x), cols = cols_of(x), eps = eps_]() {
+                    rows = rows_of(x), cols = cols_of(x), eps = param_]() {
     const auto& k = kernels();
     // Each part sums its rows' weight and bias gradients into its own slot (the part's index, not the
     // order parts happen to start in); the slots are added in index order, so the result is the same
@@ -392,7 +392,7 @@ void BiasAct::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
   auto& out = outputs[0];
   auto& encoder = prepare_in_place(stream(), inputs, outputs, 0);
   encoder.dispatch([hp = h.data<float>(), bp = inputs[1].data<float>(), yp = out.data<float>(), rows = rows_of(h),
-                    cols = cols_of(h), kind = kind_]() {
+                    cols = cols_of(h), kind = param_]() {
     const auto& k = kernels();
     parallel_rows(rows, cols, [&](size_t b, size_t e) {
       k.bias_act_forward(kind, hp + b * cols, bp, yp + b * cols, e - b, cols);
@@ -402,7 +402,7 @@ void BiasAct::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
 
 std::vector<mx::array> BiasAct::vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                                     const std::vector<int>& argnums, const std::vector<mx::array>& outputs) {
-  auto grads = bias_act_grad(primals[0], primals[1], outputs[0], cotangents[0], kind_, stream());
+  auto grads = bias_act_grad(primals[0], primals[1], outputs[0], cotangents[0], param_, stream());
   std::vector<mx::array> out;
   for (int a : argnums) out.push_back(grads.at(a));   // 0: h, 1: b
   return out;
@@ -413,7 +413,7 @@ void BiasActGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx:
   auto& encoder = prepare_in_place(stream(), inputs, outputs, 3);   // dh into dy's buffer when dy is dead
   encoder.dispatch([hp = inputs[0].data<float>(), bp = inputs[1].data<float>(), yp = inputs[2].data<float>(),
                     gp = dy.data<float>(), dhp = outputs[0].data<float>(), dbp = outputs[1].data<float>(),
-                    rows = rows_of(dy), cols = cols_of(dy), kind = kind_]() {
+                    rows = rows_of(dy), cols = cols_of(dy), kind = param_]() {
     const auto& k = kernels();
     // Per-slot partial bias gradients added in slot order: the same bits whichever thread ran which part.
     const int slots = max_parts();
@@ -499,7 +499,7 @@ mx::array attention(const mx::array& qkv, int heads, float scale, const std::opt
   if (mask) inputs.push_back(dense(*mask, s));
   const int b = qkv.shape(0), n = qkv.shape(1), d = qkv.shape(2) / 3;
   auto outputs = mx::array::make_arrays({{b, n, d}, {b, heads, n}}, {mx::float32, mx::float32},
-                                        std::make_shared<Attention>(mx::to_stream(s), heads, scale),
+                                        std::make_shared<Attention>(mx::to_stream(s), AttentionParams{heads, scale}),
                                         std::move(inputs));
   return outputs[0];
 }
@@ -511,7 +511,7 @@ mx::array attention_grad(const mx::array& qkv, const std::optional<mx::array>& m
   if (dout.shape() != out.shape()) throw std::invalid_argument("[hjepa_kernels.attention_grad] dout and out differ");
   std::vector<mx::array> inputs{dense(qkv, s), dense(out, s), dense(lse, s), dense(dout, s)};
   if (mask) inputs.push_back(dense(*mask, s));
-  return mx::array(qkv.shape(), mx::float32, std::make_shared<AttentionGrad>(mx::to_stream(s), heads, scale),
+  return mx::array(qkv.shape(), mx::float32, std::make_shared<AttentionGrad>(mx::to_stream(s), AttentionParams{heads, scale}),
                    std::move(inputs));
 }
 
@@ -519,7 +519,7 @@ void Attention::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
   const auto& qkv = inputs[0];
   const float* mp = inputs.size() == 2 ? inputs[1].data<float>() : nullptr;
   auto& encoder = prepare(stream(), inputs, outputs);
-  const AttentionShape shape = attention_shape(qkv, heads_, scale_);
+  const AttentionShape shape = attention_shape(qkv, param_.heads, param_.scale);
   encoder.dispatch([shape, xp = qkv.data<float>(), mp, op = outputs[0].data<float>(),
                     lp = outputs[1].data<float>()]() {
     const auto& k = kernels();
@@ -536,7 +536,7 @@ std::vector<mx::array> Attention::vjp(const std::vector<mx::array>& primals, con
   std::vector<mx::array> grads;
   for (int a : argnums) {
     if (a == 0) {
-      grads.push_back(attention_grad(primals[0], mask, outputs[0], outputs[1], cotangents[0], heads_, scale_,
+      grads.push_back(attention_grad(primals[0], mask, outputs[0], outputs[1], cotangents[0], param_.heads, param_.scale,
                                      stream()));
     } else {
       grads.push_back(mx::zeros_like(primals[a], stream()));
@@ -549,7 +549,7 @@ void AttentionGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<m
   const auto& qkv = inputs[0];
   const float* mp = inputs.size() == 5 ? inputs[4].data<float>() : nullptr;
   auto& encoder = prepare(stream(), inputs, outputs);
-  const AttentionShape shape = attention_shape(qkv, heads_, scale_);
+  const AttentionShape shape = attention_shape(qkv, param_.heads, param_.scale);
   encoder.dispatch([shape, xp = qkv.data<float>(), mp, op = inputs[1].data<float>(), lp = inputs[2].data<float>(),
                     gp = inputs[3].data<float>(), dp = outputs[0].data<float>()]() {
     const auto& k = kernels();

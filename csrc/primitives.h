@@ -55,6 +55,25 @@ class CpuOnly : public mx::Primitive {
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override;
 };
 
+// A CPU primitive whose one parameter (an eps, a kind, a head count and scale) decides equivalence.
+template <typename Param>
+class CpuOnlyWith : public CpuOnly {
+ public:
+  CpuOnlyWith(mx::Stream stream, Param param) : CpuOnly(stream), param_(param) {}
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return param_ == static_cast<const CpuOnlyWith&>(other).param_;
+  }
+
+ protected:
+  Param param_;
+};
+
+struct AttentionParams {
+  int heads;
+  float scale;
+  bool operator==(const AttentionParams&) const = default;
+};
+
 class Gelu : public CpuOnly {
  public:
   using CpuOnly::CpuOnly;
@@ -95,32 +114,21 @@ class SoftmaxGrad : public CpuOnly {
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
-class LayerNorm : public CpuOnly {
+// Parameter: eps.
+class LayerNorm : public CpuOnlyWith<float> {
  public:
-  LayerNorm(mx::Stream stream, float eps) : CpuOnly(stream), eps_(eps) {}
+  using CpuOnlyWith::CpuOnlyWith;
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
   const char* name() const override { return "HjepaLayerNorm"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return eps_ == static_cast<const LayerNorm&>(other).eps_;
-  }
-
- private:
-  float eps_;
 };
 
-class LayerNormGrad : public CpuOnly {
+class LayerNormGrad : public CpuOnlyWith<float> {
  public:
-  LayerNormGrad(mx::Stream stream, float eps) : CpuOnly(stream), eps_(eps) {}
+  using CpuOnlyWith::CpuOnlyWith;
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
   const char* name() const override { return "HjepaLayerNormGrad"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return eps_ == static_cast<const LayerNormGrad&>(other).eps_;
-  }
-
- private:
-  float eps_;
 };
 
 // Writes into x's buffer when x is dead after it (the matmul output it follows usually is).
@@ -144,36 +152,25 @@ class ColumnSum : public CpuOnly {
   bool is_equivalent(const mx::Primitive&) const override { return true; }
 };
 
-// b1, b2, eps arrive as Python floats (doubles); 1 - b1 and 1 - b2 are rounded from the doubles, as
-// optim.adamw_update's `(1.0 - b1) * g` is, so the two paths give the same bits.
-class BiasAct : public CpuOnly {
+// Parameter: the activation's kind (0 GELU, 1 ReLU).
+class BiasAct : public CpuOnlyWith<int> {
  public:
-  BiasAct(mx::Stream stream, int kind) : CpuOnly(stream), kind_(kind) {}
+  using CpuOnlyWith::CpuOnlyWith;
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
   const char* name() const override { return "HjepaBiasAct"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return kind_ == static_cast<const BiasAct&>(other).kind_;
-  }
-
- private:
-  int kind_;
 };
 
-class BiasActGrad : public CpuOnly {
+class BiasActGrad : public CpuOnlyWith<int> {
  public:
-  BiasActGrad(mx::Stream stream, int kind) : CpuOnly(stream), kind_(kind) {}
+  using CpuOnlyWith::CpuOnlyWith;
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
   const char* name() const override { return "HjepaBiasActGrad"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return kind_ == static_cast<const BiasActGrad&>(other).kind_;
-  }
-
- private:
-  int kind_;
 };
 
+// b1, b2, eps arrive as Python floats (doubles); 1 - b1 and 1 - b2 are rounded from the doubles, as
+// optim.adamw_update's `(1.0 - b1) * g` is, so the two paths give the same bits.
 class AdamW : public CpuOnly {
  public:
   AdamW(mx::Stream stream, double b1, double b2, double eps)
@@ -191,37 +188,21 @@ class AdamW : public CpuOnly {
 };
 
 // Outputs: out (B, N, H * hd) and lse (B, H, N), the rows' log-sum-exp the backward rebuilds p from.
-class Attention : public CpuOnly {
+class Attention : public CpuOnlyWith<AttentionParams> {
  public:
-  Attention(mx::Stream stream, int heads, float scale) : CpuOnly(stream), heads_(heads), scale_(scale) {}
+  using CpuOnlyWith::CpuOnlyWith;
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
   const char* name() const override { return "HjepaAttention"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    const auto& o = static_cast<const Attention&>(other);
-    return heads_ == o.heads_ && scale_ == o.scale_;
-  }
-
- private:
-  int heads_;
-  float scale_;
 };
 
 // Inputs: qkv, out, lse, dout[, mask]; output dqkv.
-class AttentionGrad : public CpuOnly {
+class AttentionGrad : public CpuOnlyWith<AttentionParams> {
  public:
-  AttentionGrad(mx::Stream stream, int heads, float scale) : CpuOnly(stream), heads_(heads), scale_(scale) {}
+  using CpuOnlyWith::CpuOnlyWith;
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
   const char* name() const override { return "HjepaAttentionGrad"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    const auto& o = static_cast<const AttentionGrad&>(other);
-    return heads_ == o.heads_ && scale_ == o.scale_;
-  }
-
- private:
-  int heads_;
-  float scale_;
 };
 
 }  // namespace hjepa_kernels
