@@ -2,9 +2,10 @@
 
 `train_step(state, batch) -> (state, metrics)`: for each of the k accumulation micro-batches, the
 H-JEPA loss and its gradients; their mean; AdamW with the decay mask on the global-norm-clipped
-gradients; then the EMA update of the target encoder. Every step-dependent scalar (lr, weight decay, momentum) is computed
-inside from `state["step"]`, so the function is traced once per run. A non-finite loss or gradient
-skips the whole update inside the graph (no retrace) and is counted in the state.
+gradients; then the EMA update of the target encoder. Every step-dependent scalar (lr, weight decay,
+momentum) is computed inside from `state["step"]`, so the function is traced once per run. A non-finite
+loss or gradient skips the whole update inside the graph (no retrace; AdamW keeps the old parameters and
+moments, the EMA moves at rate 0) and is counted in the state.
 """
 
 from __future__ import annotations
