@@ -292,12 +292,29 @@ void LayerNormGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<m
 
 // ---------------------------------------------------------------- bias
 
-mx::array bias_add(const mx::array& x, const mx::array& b, mx::StreamOrDevice s) {
-  check_float32(x, "bias_add");
-  check_float32(b, "bias_add");
+namespace {
+
+void check_bias(const mx::array& x, const mx::array& b, const char* op) {
+  check_float32(x, op);
+  check_float32(b, op);
   if (x.ndim() == 0 || b.ndim() != 1 || b.shape(0) != x.shape(-1)) {
-    throw std::invalid_argument("[hjepa_kernels.bias_add] b must be (D,) for x (..., D)");
+    throw std::invalid_argument(std::string("[hjepa_kernels.") + op + "] b must be (D,) for x (..., D)");
   }
+}
+
+// out[0:cols] = the sum of the `slots` partial rows in slot order: the same bits whichever thread filled which.
+void add_slots(const std::vector<float>& partial, int slots, size_t cols, float* out) {
+  for (size_t i = 0; i < cols; ++i) out[i] = 0.0f;
+  for (int p = 0; p < slots; ++p) {
+    const float* part = partial.data() + static_cast<size_t>(p) * cols;
+    for (size_t i = 0; i < cols; ++i) out[i] += part[i];
+  }
+}
+
+}  // namespace
+
+mx::array bias_add(const mx::array& x, const mx::array& b, mx::StreamOrDevice s) {
+  check_bias(x, b, "bias_add");
   return mx::array(x.shape(), x.dtype(), std::make_shared<BiasAdd>(mx::to_stream(s)), {dense(x, s), dense(b, s)});
 }
 
@@ -319,13 +336,14 @@ void BiasAdd::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::arr
   });
 }
 
-std::vector<mx::array> BiasAdd::jvp(const std::vector<mx::array>&, const std::vector<mx::array>& tangents,
+// The tangent of x + b: the tangents' sum, broadcast to x's shape (b's alone is (D,)).
+std::vector<mx::array> BiasAdd::jvp(const std::vector<mx::array>& primals, const std::vector<mx::array>& tangents,
                                     const std::vector<int>& argnums) {
   std::optional<mx::array> out;
   for (size_t i = 0; i < argnums.size(); ++i) {
     out = out ? mx::add(*out, tangents[i], stream()) : tangents[i];
   }
-  return {*out};
+  return {mx::broadcast_to(*out, primals[0].shape(), stream())};
 }
 
 std::vector<mx::array> BiasAdd::vjp(const std::vector<mx::array>&, const std::vector<mx::array>& cotangents,
@@ -340,33 +358,16 @@ void ColumnSum::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::a
   auto& encoder = prepare(stream(), inputs, outputs);
   encoder.dispatch([gp = dy.data<float>(), op = outputs[0].data<float>(), rows = rows_of(dy), cols = cols_of(dy)]() {
     const auto& k = kernels();
-    // One partial sum per part slot, added in slot order: the same bits whichever thread ran which part.
-    const int slots = max_parts();
+    const int slots = max_parts();    // one partial sum per part slot (see add_slots)
     std::vector<float> partial(static_cast<size_t>(slots) * cols, 0.0f);
     parallel_parts(rows, row_grain(cols), [&](int slot, size_t b, size_t e) {
       k.column_sum(gp + b * cols, partial.data() + static_cast<size_t>(slot) * cols, e - b, cols);
     });
-    for (size_t i = 0; i < cols; ++i) op[i] = 0.0f;
-    for (int p = 0; p < slots; ++p) {
-      const float* part = partial.data() + static_cast<size_t>(p) * cols;
-      for (size_t i = 0; i < cols; ++i) op[i] += part[i];
-    }
+    add_slots(partial, slots, cols, op);
   });
 }
 
 // ---------------------------------------------------------------- bias + activation
-
-namespace {
-
-void check_bias(const mx::array& x, const mx::array& b, const char* op) {
-  check_float32(x, op);
-  check_float32(b, op);
-  if (x.ndim() == 0 || b.ndim() != 1 || b.shape(0) != x.shape(-1)) {
-    throw std::invalid_argument(std::string("[hjepa_kernels.") + op + "] b must be (D,) for x (..., D)");
-  }
-}
-
-}  // namespace
 
 mx::array bias_act(const mx::array& h, const mx::array& b, int kind, mx::StreamOrDevice s) {
   check_bias(h, b, "bias_act");
@@ -415,18 +416,13 @@ void BiasActGrad::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx:
                     gp = dy.data<float>(), dhp = outputs[0].data<float>(), dbp = outputs[1].data<float>(),
                     rows = rows_of(dy), cols = cols_of(dy), kind = param_]() {
     const auto& k = kernels();
-    // Per-slot partial bias gradients added in slot order: the same bits whichever thread ran which part.
-    const int slots = max_parts();
+    const int slots = max_parts();    // per-slot partial bias gradients (see add_slots)
     std::vector<float> partial(static_cast<size_t>(slots) * cols, 0.0f);
     parallel_parts(rows, row_grain(cols), [&](int slot, size_t b, size_t e) {
       k.bias_act_backward(kind, hp + b * cols, bp, yp + b * cols, gp + b * cols, dhp + b * cols,
                           partial.data() + static_cast<size_t>(slot) * cols, e - b, cols);
     });
-    for (size_t i = 0; i < cols; ++i) dbp[i] = 0.0f;
-    for (int p = 0; p < slots; ++p) {
-      const float* part = partial.data() + static_cast<size_t>(p) * cols;
-      for (size_t i = 0; i < cols; ++i) dbp[i] += part[i];
-    }
+    add_slots(partial, slots, cols, dbp);
   });
 }
 

@@ -278,6 +278,19 @@ def test_bias_add_and_its_gradient_match_float64(isa, shape):
 
 
 @needs_ext
+def test_bias_add_jvp_in_either_argument():
+    x = mx.random.normal((5, 3, 4), key=mx.random.key(36))
+    b = mx.random.normal((4,), key=mx.random.key(37))
+    tx, tb = mx.ones_like(x), mx.arange(4, dtype=mx.float32)
+    for primals, tangents, expected in (((x, b), (tx, tb), np.array(tx) + np.array(tb)),
+                                        ((x, b), (mx.zeros_like(x), tb), np.broadcast_to(np.array(tb), x.shape))):
+        _, (out,) = mx.jvp(lambda a, c: K._EXT.bias_add(a, c), list(primals), list(tangents))
+        np.testing.assert_array_equal(np.array(out), expected)
+    _, (only_b,) = mx.jvp(lambda c: K._EXT.bias_add(x, c), [b], [tb])
+    np.testing.assert_array_equal(np.array(only_b), np.broadcast_to(np.array(tb), x.shape))
+
+
+@needs_ext
 def test_bias_add_reuses_only_a_dead_input():
     """The output may take the input's buffer only when nothing else reads the input afterwards."""
     x = mx.random.normal((64, 48), key=mx.random.key(31))
