@@ -48,5 +48,6 @@ def test_freed_buffers_are_reused_without_page_faults():
     assert kept < PAGES_PER_TEMPORARY, f"{kept} page faults in 10 steps: freed memory was returned to the OS"
     line, default = _probe("off")
     assert "HJEPA_MALLOC=off" in line
-    # glibc's defaults map and unmap the temporary every step: about one fault per page per step
-    assert default > 5 * PAGES_PER_TEMPORARY, default
+    # glibc's defaults map and unmap the temporary every step: a fault per page (or per huge page, with
+    # transparent huge pages) per step - far more than with the freed memory kept
+    assert default > 10 * max(kept, 10), (default, kept)
