@@ -225,10 +225,11 @@ def phase_functions(model, state, batch, settings, two_views: bool):
     decay = optim.decay_mask(params)
     grads = tree_map(lambda p: 1e-3 * mx.ones_like(p), params)
 
-    def optimizer(p, g, o):
-        g, _ = optim.clip_by_global_norm(g, settings.clip_grad)
+    def optimizer(p, g, o):        # as the step: norm, finite check, clipping and skip folded into AdamW
+        norm = optim.global_norm(g)
         return optim.adamw_update(p, g, o, lr=mx.array(1e-4), weight_decay=mx.array(0.04), betas=settings.betas,
-                                  decay_mask=decay)
+                                  decay_mask=decay, grad_scale=optim.clip_scale(norm, settings.clip_grad),
+                                  apply=optim.all_finite(g))
 
     def ema(t, p):
         return ema_update(t, p["encoder"], mx.array(0.996))

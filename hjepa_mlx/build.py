@@ -143,12 +143,6 @@ def device_memory_bytes() -> float | None:
     return float(memory) if memory else machine_memory_bytes()
 
 
-def attention_kernel_used() -> bool:
-    """Whether attention runs on the C++ kernel here (the CPU with the kernels built; float32 compute there)."""
-    from hjepa_mlx import kernels
-    return kernels.available() and mx.default_device().type == mx.DeviceType.cpu
-
-
 def recompute_choice(config: Config, plan: Plan):
     """(context encoder's, predictor's use_checkpoint, one line or None): False without
     training.use_gradient_checkpointing; True (every block) for training.recompute 'all'; for 'fit' the
@@ -164,7 +158,8 @@ def recompute_choice(config: Config, plan: Plan):
     nc, m, k = masks.num_context, config.masking.num_masks, masks.num_target
     sequences, tokens = (micro, nc + m * k) if p.shared_context else (micro * m, nc + k)
     hidden = int(spec.embed_dim * encoder_kwargs(config, plan)["mlp_ratio"])
-    maps = not attention_kernel_used()
+    from hjepa_mlx import kernels
+    maps = not kernels.attention_applies(mx.zeros((1,)))   # float32 activations on this device
     stacks = [recompute.Stack("encoder", spec.depth, micro * (2 if plan.two_views else 1), nc, spec.embed_dim,
                               hidden, spec.num_heads, maps),
               recompute.Stack("predictor", p.depth, sequences, tokens, p.embed_dim, int(p.embed_dim * p.mlp_ratio),

@@ -134,9 +134,7 @@ def linear(x: mx.array, weight: mx.array, bias: mx.array | None = None) -> mx.ar
     """x @ weight.T (+ bias): `mlx.nn.Linear`'s math, the bias through `add_bias` on the CPU kernels."""
     if bias is None:
         return x @ weight.T
-    if use_kernels_for(x):
-        return add_bias(x @ weight.T, bias)
-    return mx.addmm(bias, x, weight.T)
+    return add_bias(x @ weight.T, bias) if use_kernels_for(x) else mx.addmm(bias, x, weight.T)
 
 
 BIAS_ACTIVATIONS = {"gelu": 0, "relu": 1}    # the activations the fused kernel knows, by its kind number
