@@ -73,7 +73,7 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
     if message and not quiet:
         print(message)
     side_stream = mx.new_stream(mx.default_device()) if config.training.parallel_streams else None
-    from hjepa_mlx.distributed import gather_rows
+    from hjepa_mlx.distributed import gather_rows, global_row_mean
 
     losses = loss_settings(config)
     batch_statistics = bool(losses.terms)     # every loss term beside the prediction reads batch features
@@ -82,7 +82,8 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
                       normalize_embeddings=config.loss.normalize_embeddings,
                       loss_settings=losses, two_views=plan.two_views, compute_dtype=dtype,
                       vicreg_projector=vicreg.projector, expander=expander, side_stream=side_stream,
-                      feature_gather=gather_rows(world) if world is not None and batch_statistics else None)
+                      feature_gather=gather_rows(world) if world is not None and batch_statistics else None,
+                      feature_mean=global_row_mean(world) if world is not None and batch_statistics else None)
 
 
 def encoder_kwargs(config: Config, plan: Plan) -> dict:

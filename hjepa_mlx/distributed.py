@@ -251,6 +251,29 @@ def gather_rows(world: World):
     return gather
 
 
+def global_row_mean(world: World):
+    """z (B, D) -> (D,), the mean of every rank's rows (equal B on every rank). None where gather_rows is None.
+
+    Its cotangent differs on every rank (each sees only its own rows' paths, scaled by N by gather_rows),
+    so the backward all-sums it: this rank's rows get the mean over ranks of the cotangents / B, which
+    after the gradient average is the single-process gradient (tests/test_distributed.py)."""
+    if not world.is_distributed or world.batch_statistics != "global":
+        return None
+    group, n = world.group, world.size
+
+    @mx.custom_function
+    def row_mean(z):
+        return mx.distributed.all_sum(z.sum(axis=0), group=group) / (n * z.shape[0])
+
+    @row_mean.vjp
+    def row_mean_vjp(primals, cotangent, output):
+        z = primals[0] if isinstance(primals, (list, tuple)) else primals
+        shared = mx.distributed.all_sum(cotangent, group=group) / n
+        return mx.broadcast_to(shared / z.shape[0], z.shape)
+
+    return row_mean
+
+
 # ---------------------------------------------------------------- host side
 
 def shard_masks(world: World, masks):

@@ -159,7 +159,12 @@ def test_two_ranks_equal_one_process_with_the_whole_batch_and_resume_after_ctrl_
             keys = [k for k in a if k.startswith(group + ".")]
             assert keys, group
             for key in keys:
-                np.testing.assert_allclose(b[key], a[key], err_msg=f"step {step} {key}", **TOL)
+                # the quick start's `centered` VICReg features ignore a shift of every token, so the final
+                # LayerNorm's bias gets a gradient that is ~0 up to rounding, which AdamW scales to lr-sized
+                # steps: there the two runs agree to a fraction of one such step (lr reaches 1e-3 here;
+                # measured differences 6e-5 at step 3, 1e-4 at step 6)
+                tol = dict(rtol=0, atol=5e-4) if key == "params.encoder.norm.bias" else TOL
+                np.testing.assert_allclose(b[key], a[key], err_msg=f"step {step} {key}", **tol)
             worst[f"{group} step {step}"] = max(float(np.abs(a[k] - b[k]).max()) for k in keys)
     print("max differences, 2 ranks vs 1 process:", worst)
     # the target moved (the EMA is not a no-op that would make its comparison vacuous)

@@ -49,7 +49,23 @@ def test_evaluate_level_1_and_checkpoint_path(run_dir):
     assert (run_dir / "l1_synthetic.png").is_file() and not (run_dir / "eval_synthetic_level1.json").exists()
 
 
+def test_evaluate_token_energy_rows(run_dir, capsys):
+    """--token-energy N: tokens_* rows for the two encoders that have tokens (raw pixels show '-'), the four
+    fractions summing to 1, and the trained and random-init encoders measured apart."""
+    assert evaluate_main([str(run_dir), "--protocol", "knn", "--max-train", "16", "--max-test", "16",
+                          "--batch-size", "8", "--token-energy", "12", "--out", str(run_dir / "te.json")]) == 0
+    assert "tokens_image" in capsys.readouterr().out
+    rows = json.loads((run_dir / "te.json").read_text())["datasets"]["synthetic"]
+    parts = ("tokens_common", "tokens_positional", "tokens_image", "tokens_local")
+    for name in ("trained", "random-init"):
+        assert sum(rows[name][p] for p in parts) == pytest.approx(1.0, abs=1e-6)
+        assert -1.0 <= rows[name]["tokens_pooled_mean_cosine"] <= 1.0
+    assert rows["trained"]["tokens_common"] != rows["random-init"]["tokens_common"]
+    assert "tokens_common" not in rows["raw-pixels"]
+
+
 @pytest.mark.parametrize("args,message", [
+    (["{run}", "--token-energy", "1"], "at least 2 test images"),
     (["{missing}"], "does not exist"),
     (["{run}", "--protocol", "knn,foo"], "'foo' is not one of"),
     (["{run}", "--level", "5"], "--level 5"),

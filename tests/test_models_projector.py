@@ -72,3 +72,48 @@ def test_layernorm_projector_features_cannot_reach_unit_std_on_average():
     same = np.repeat(rng.standard_normal((64, 1, 32)), 9, axis=1)        # identical tokens: the extreme
     z = np.array(regularised_features(mx.array(same.astype(np.float32)), "layernorm"), np.float64)
     assert z.var(axis=0).mean() > 0.85
+
+
+def _np_centered(x):
+    """float64 reference of the ``centered`` projector: minus the batch's token mean, affine-free LN, pool."""
+    x = x.astype(np.float64)
+    c = x - x.mean(axis=(0, 1))
+    ln = (c - c.mean(-1, keepdims=True)) / np.sqrt(c.var(-1, keepdims=True) + 1e-6)
+    return ln.mean(1)
+
+
+def test_centered_projector_matches_numpy_and_ignores_a_common_vector():
+    got = np.array(regularised_features(mx.array(TOKENS), "centered"))
+    np.testing.assert_allclose(got, _np_centered(TOKENS), atol=1e-5)
+    common = (RNG.standard_normal(8) * 50).astype(np.float32)       # what a ViT's shared token vector does
+    shifted = np.array(regularised_features(mx.array(TOKENS + common), "centered"))
+    np.testing.assert_allclose(shifted, got, atol=1e-4)
+    # the layernorm projector is dominated by it: its features lose almost all their spread across images
+    plain = np.array(regularised_features(mx.array(TOKENS), "layernorm"), np.float64)
+    swamped = np.array(regularised_features(mx.array(TOKENS + common), "layernorm"), np.float64)
+    assert swamped.var(axis=0).mean() < 0.05 * plain.var(axis=0).mean()
+
+
+def test_centered_projector_can_meet_the_variance_hinge():
+    """With the common vector removed, tokens that carry their image (plus noise) give pooled features whose
+    per-dimension std approaches VICReg's gamma = 1 - the layernorm projector stays far below it."""
+    rng = np.random.default_rng(1)
+    tokens = rng.standard_normal((64, 1, 32)) * 3 + rng.standard_normal((64, 9, 32)) * 0.3 + 20 * rng.standard_normal(32)
+    z = np.array(regularised_features(mx.array(tokens.astype(np.float32)), "centered"), np.float64)
+    ln = np.array(regularised_features(mx.array(tokens.astype(np.float32)), "layernorm"), np.float64)
+    assert z.std(axis=0, ddof=1).mean() > 0.9
+    assert ln.std(axis=0, ddof=1).mean() < 0.3
+
+
+def test_centered_projector_uses_the_global_batch_mean_when_gathering():
+    """Data parallel: rank 0's rows centred by the mean of every rank's tokens equal those rows of the
+    single-process result on the whole batch."""
+    other = (RNG.standard_normal((6, 5, 8)) * 2 - 3).astype(np.float32)
+    whole = np.concatenate([TOKENS, other])
+
+    def row_mean(z):             # two ranks, this one rank 0: the mean over its rows and the other rank's
+        return mx.concatenate([z, mx.array(other.mean(axis=1))]).mean(axis=0)
+    got = np.array(regularised_features(mx.array(TOKENS), "centered", row_mean=row_mean))
+    np.testing.assert_allclose(got, _np_centered(whole)[:6], atol=1e-5)
+    local = np.array(regularised_features(mx.array(TOKENS), "centered"))
+    assert np.abs(local - got).max() > 1e-2      # the global mean matters: the local one gives other features

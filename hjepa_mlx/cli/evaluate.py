@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=int, default=5000, help="labelled train images used (feature bank)")
     p.add_argument("--max-test", type=int, default=2000, help="test images used")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--token-energy", type=int, default=0, metavar="N",
+                   help="also split the target tokens of N test images into common / positional / image / local "
+                        "energy (tokens_* rows; evaluate/token_energy.py): what mean-pooling keeps (0: off)")
     p.add_argument("--out", help="one JSON of every dataset evaluated (default: eval_<dataset>.json per dataset, "
                                  "eval_<dataset>_level<L>.json for --level L > 0, in the run directory; a PNG of "
                                  "each dataset's table beside it)")
@@ -52,6 +55,25 @@ def _checkpoint_path(target: Path) -> tuple[Path, Path]:
     return target, target.parent.parent if target.parent.name == "checkpoints" else target.parent
 
 
+def _token_energy(model, target_params, loader, max_images: int) -> dict:
+    """tokens_{common, positional, image, local, pooled_mean_cosine} of the target encoder's tokens (after
+    its affine-free layer norm, as pooled for the features) over the first `max_images` of `loader`."""
+    import mlx.core as mx
+    import numpy as np
+
+    from hjepa_mlx.evaluate.token_energy import token_energy
+
+    encode = mx.compile(lambda images: model.encode_target(target_params, images))
+    chunks, seen = [], 0
+    for batch in loader.epoch(0):
+        if seen >= max_images:
+            break
+        chunks.append(np.array(encode(mx.array(batch.images))))
+        seen += len(chunks[-1])
+    tokens = np.concatenate(chunks)[:max_images]
+    return {f"tokens_{key}": value for key, value in token_energy(tokens).items()}
+
+
 def evaluate(args) -> dict:
     from hjepa_mlx.build import build_model, labelled_loaders
     from hjepa_mlx.config.run_settings import knn_settings
@@ -69,6 +91,8 @@ def evaluate(args) -> dict:
     unknown = [p for p in protocols if p not in evaluator_names()]
     if unknown:
         raise UserError(f"--protocol {unknown[0]!r} is not one of {', '.join(evaluator_names())}")
+    if args.token_energy < 0 or args.token_energy == 1:
+        raise UserError(f"--token-energy {args.token_energy}: give 0 (off) or at least 2 test images")
     ckpt, run_dir = _checkpoint_path(Path(args.target))
     meta_path = ckpt.with_suffix(".json")
     try:
@@ -98,6 +122,9 @@ def evaluate(args) -> dict:
                                    k_values=knn.k_values, temperature=knn.temperature, seed=plan.seed,
                                    max_train=args.max_train, max_test=args.max_test,
                                    say=lambda text: print(f"  {text}", flush=True))
+        if args.token_energy:
+            for row, params in (("trained", trained["target"]), ("random-init", baseline["target"])):
+                results[row].update(_token_energy(model, params, test_loader, args.token_energy))
         print(f"\n{name}: {args.max_train} train / {args.max_test} test images at most, level {args.level}, "
               f"checkpoint {ckpt} (step {meta.get('step')})")
         print(format_report(results, baseline_name="random-init"))

@@ -121,6 +121,7 @@ def vicreg_term(s: VICRegSettings, features: dict):
 def _describe(s: VICRegSettings) -> str:
     d = s.expander_dim
     on = {"none": "pooled context tokens", "layernorm": "affine-free normalised context tokens, pooled",
+          "centered": "context tokens minus their batch mean, affine-free normalised, pooled",
           "expander": f"expander {d}-{d}-{d} on pooled context tokens"}[s.projector]
     return (f"VICReg (sim {s.sim_coeff:g}, std {s.std_coeff:g} towards {s.std_target:g}, cov {s.cov_coeff:g}) "
             f"on the {on}")

@@ -26,7 +26,7 @@ class HJEPAModel(nn.Module):
     def __init__(self, *, encoder, target_encoder, predictor, fpn, grid, num_levels: int,
                  normalize_embeddings: bool, loss_settings: LossSettings, two_views: bool,
                  compute_dtype=mx.float32, vicreg_projector: str = "none", expander: Expander | None = None,
-                 side_stream=None, feature_gather=None):
+                 side_stream=None, feature_gather=None, feature_mean=None):
         super().__init__()
         self.encoder = encoder
         self.predictor = predictor
@@ -46,6 +46,7 @@ class HJEPAModel(nn.Module):
         self._dtype = compute_dtype
         self._side_stream = side_stream   # None: everything on the default stream (training.parallel_streams)
         self._gather = feature_gather     # data parallel: (B, D) -> (N*B, D) of every rank (distributed.gather_rows)
+        self._row_mean = feature_mean     # data parallel: (B, D) -> (D,) over every rank (distributed.global_row_mean)
 
     # Read-only views of the templates, for the code that draws, evaluates or times the model.
     @property
@@ -84,7 +85,7 @@ class HJEPAModel(nn.Module):
         return mx.stream(self._side_stream) if self._side_stream is not None else contextlib.nullcontext()
 
     def _regularised(self, tokens):
-        return regularised_features(tokens, self._projector, getattr(self, "expander", None))
+        return regularised_features(tokens, self._projector, getattr(self, "expander", None), self._row_mean)
 
     def _local_features(self, crops):
         """Multi-crop's local crops (B, L, h, w, 3), unmasked through the context encoder -> (B, L, E), what
