@@ -216,9 +216,9 @@ class VICRegConfig:
     # What VICReg acts on (models/projector.py): "layernorm" (affine-free normalised context tokens,
     # pooled - measured best on CIFAR-10, see README), "centered" (the same after subtracting the batch's
     # mean token, so the tokens' shared vector cannot absorb the terms; best on the quick start, see README),
-    # "expander" (VICReg's MLP on the pooled tokens; its
-    # BatchNorm lets the encoder collapse underneath) or "none" (the pooled tokens after the encoder's
-    # affine LayerNorm, whose gain can satisfy the variance hinge without changing the representation).
+    # "expander" (VICReg's MLP on the pooled tokens; its BatchNorm lets the encoder collapse underneath) or
+    # "none" (the pooled tokens after the encoder's affine LayerNorm, whose gain can satisfy the variance
+    # hinge without changing the representation).
     projector: Literal["none", "layernorm", "centered", "expander"] = "layernorm"
     expander_dim: int = num(1024, 1)
     # gamma of the variance hinge, relu(gamma - std). VICReg's 1.0 assumes features of free scale (the
