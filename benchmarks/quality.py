@@ -39,6 +39,7 @@ CURVE_POINTS = 6
 CURVE_BANK, CURVE_QUERIES = 1000, 500
 ROWS = {"trained": "trained", "random-init": "random_init", "raw-pixels": "raw_pixels"}
 KEYS = ("knn_top1_k1", "knn_top1_k20", "linear_top1", "rankme")
+TOKEN_ENERGY_IMAGES = 512  # test images whose target tokens are split into common / positional / image / local
 LINEAR_PROBE_S = 20.0       # per encoder, measured on 3,800 x 192 features (a few seconds to ~20 s)
 
 
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
 
 
 def run(args, start: float, info: dict) -> int:
-    from hjepa_mlx.cli.evaluate import evaluate
+    from hjepa_mlx.cli.evaluate import build_parser, evaluate
     from hjepa_mlx.config.plan import make_plan
     from hjepa_mlx.train import train
 
@@ -182,9 +183,12 @@ def run(args, start: float, info: dict) -> int:
         print(f"error: training stopped with exit code {code}; see {out_dir / 'train.log'}", file=sys.stderr)
         return code
     train_s = time.perf_counter() - train_start
-    eval_args = argparse.Namespace(target=str(out_dir), dataset=None, data_path=args.data_path,
-                                   protocol="knn,quality" if args.no_linear else "knn,linear,quality", level=0, max_train=bank, max_test=test,
-                                   batch_size=config.data.batch_size, out=str(out_dir / "eval.json"))
+    # scripts/evaluate.py's own parser, so every option it has takes its default here too
+    eval_args = build_parser().parse_args([
+        str(out_dir), "--data-path", args.data_path,
+        "--protocol", "knn,quality" if args.no_linear else "knn,linear,quality",
+        "--max-train", str(bank), "--max-test", str(test), "--batch-size", str(config.data.batch_size),
+        "--token-energy", str(min(TOKEN_ENERGY_IMAGES, test)), "--out", str(out_dir / "eval.json")])
     payload = evaluate(eval_args)
     rows = next(iter(payload["datasets"].values()))
     curve = read_curve(out_dir)
