@@ -77,13 +77,14 @@ def build_model(config: Config, plan: Plan, *, quiet: bool = False, world=None):
 
     losses = loss_settings(config)
     batch_statistics = bool(losses.terms)     # every loss term beside the prediction reads batch features
+    stats_world = world if batch_statistics else None
     return HJEPAModel(encoder=encoder(recompute_encoder), target_encoder=encoder(False), predictor=predictor,
                       fpn=fpn, grid=plan.grid, num_levels=m.num_hierarchies,
                       normalize_embeddings=config.loss.normalize_embeddings,
                       loss_settings=losses, two_views=plan.two_views, compute_dtype=dtype,
                       vicreg_projector=vicreg.projector, expander=expander, side_stream=side_stream,
-                      feature_gather=gather_rows(world) if world is not None and batch_statistics else None,
-                      feature_mean=global_row_mean(world) if world is not None and batch_statistics else None)
+                      feature_gather=gather_rows(stats_world) if stats_world is not None else None,
+                      feature_mean=global_row_mean(stats_world) if stats_world is not None else None)
 
 
 def encoder_kwargs(config: Config, plan: Plan) -> dict:

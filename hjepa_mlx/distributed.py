@@ -231,10 +231,15 @@ def bucket_count(tree, bucket_bytes: int) -> int:
     return count
 
 
+def _global_statistics(world: World) -> bool:
+    """Whether batch statistics span every rank (distributed, distributed.batch_statistics 'global')."""
+    return world.is_distributed and world.batch_statistics == "global"
+
+
 def gather_rows(world: World):
     """z (B, D) -> (N * B, D), the rows of every rank (rank order), whose gradient is N times this rank's
     slice of the cotangent (see the module docstring). None unless distributed with global statistics."""
-    if not world.is_distributed or world.batch_statistics != "global":
+    if not _global_statistics(world):
         return None
     group, n, rank = world.group, world.size, world.rank
 
@@ -257,7 +262,7 @@ def global_row_mean(world: World):
     Its cotangent differs on every rank (each sees only its own rows' paths, scaled by N by gather_rows),
     so the backward all-sums it: this rank's rows get the mean over ranks of the cotangents / B, which
     after the gradient average is the single-process gradient (tests/test_distributed.py)."""
-    if not world.is_distributed or world.batch_statistics != "global":
+    if not _global_statistics(world):
         return None
     group, n = world.group, world.size
 

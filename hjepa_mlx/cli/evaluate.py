@@ -59,18 +59,18 @@ def _token_energy(model, target_params, loader, max_images: int) -> dict:
     """tokens_{common, positional, image, local, pooled_mean_cosine} of the target encoder's tokens (after
     its affine-free layer norm, as pooled for the features) over the first `max_images` of `loader`."""
     import mlx.core as mx
-    import numpy as np
 
+    from hjepa_mlx.evaluate.features import extract_features
     from hjepa_mlx.evaluate.token_energy import token_energy
 
-    encode = mx.compile(lambda images: model.encode_target(target_params, images))
-    chunks, seen = [], 0
-    for batch in loader.epoch(0):
-        if seen >= max_images:
-            break
-        chunks.append(np.array(encode(mx.array(batch.images))))
-        seen += len(chunks[-1])
-    tokens = np.concatenate(chunks)[:max_images]
+    shape = {}
+
+    def flat_tokens(images):        # extract_features gathers (B, F) rows: the tokens flattened, kept apart
+        tokens = model.encode_target(target_params, images)
+        shape["tokens"] = tokens.shape[1:]
+        return tokens.reshape(tokens.shape[0], -1)
+    rows, _, _ = extract_features(mx.compile(flat_tokens), loader.epoch(0), max_images=max_images)
+    tokens = rows.reshape(len(rows), *shape["tokens"])
     return {f"tokens_{key}": value for key, value in token_energy(tokens).items()}
 
 
