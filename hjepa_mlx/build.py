@@ -219,7 +219,7 @@ def transform_spec(config: Config):
 
     t = config.data.transforms
     return TransformSpec(strategy=t.strategy, crop_scale=tuple(t.crop_scale), crop_ratio=tuple(t.crop_ratio),
-                         horizontal_flip=t.horizontal_flip, color_jitter=t.color_jitter,
+                         horizontal_flip=t.horizontal_flip, color_jitter=t.color_jitter, hue=t.hue,
                          auto_augment=t.deit3.auto_augment, rand_aug_num_ops=t.deit3.rand_aug_num_ops,
                          rand_aug_magnitude=t.deit3.rand_aug_magnitude,
                          random_erasing_prob=t.deit3.random_erasing_prob)

@@ -145,6 +145,33 @@ def test_deit3_uses_jitter_03_by_default_else_the_spec_value_without_hue(monkeyp
     assert calls == [(0.3, 0.3, 0.3, 0.0), (0.4, 0.4, 0.4, 0.0), (0.4, 0.4, 0.4, 0.1)]
 
 
+def test_hue_key_overrides_the_jitter_hue_of_either_strategy_and_alone_still_jitters(monkeypatch):
+    calls = []
+    real = transforms.color_jitter
+    monkeypatch.setattr(transforms, "color_jitter", lambda img, rng, *a: calls.append(a) or real(img, rng, *a))
+    make_train_transform(TransformSpec(color_jitter=0.8, hue=0.5), 16)(IMG, gen(0))
+    make_train_transform(TransformSpec(strategy="deit3", hue=0.25), 16)(IMG, gen(0))
+    make_train_transform(TransformSpec(hue=0.5), 16)(IMG, gen(0))          # hue alone: jitter runs, hue only
+    make_train_transform(TransformSpec(color_jitter=0.8, hue=0.0), 16)(IMG, gen(0))
+    make_train_transform(TransformSpec(), 16)(IMG, gen(0))                  # no jitter at all: not called
+    assert calls == [(0.8, 0.8, 0.8, 0.5), (0.3, 0.3, 0.3, 0.25), (0.0, 0.0, 0.0, 0.5), (0.8, 0.8, 0.8, 0.0)]
+
+
+def test_full_hue_range_leaves_no_hue_shared_between_views():
+    # with hue 0.5 the shift is uniform over a whole turn: the hue of a saturated pixel after the jitter is
+    # uniform whatever it was before (circular mean resultant ~0); at the default 0.2 it stays near red
+    red = np.broadcast_to(np.array([230, 20, 20], np.uint8), (4, 4, 3)).copy()
+
+    def hues(hue):
+        out = []
+        for seed in range(400):
+            img = color_jitter(red.astype(np.float32), gen(seed), 0.0, 0.0, 0.0, hue)
+            hsv = np.asarray(Image.fromarray(img.astype(np.uint8)).convert("HSV"), np.float64)
+            out.append(hsv[0, 0, 0] / 256 * 2 * np.pi)
+        return np.abs(np.mean(np.exp(1j * np.asarray(out))))
+    assert hues(0.5) < 0.15 and hues(0.2) > 0.7
+
+
 def test_train_transforms_deterministic_per_seed_and_shaped():
     spec = TransformSpec(strategy="deit3", crop_scale=(0.3, 1.0), auto_augment=True, random_erasing_prob=0.5)
     for tf in (make_train_transform(spec, 12), make_train_transform(TransformSpec(color_jitter=0.4), 12)):
@@ -215,5 +242,7 @@ def test_spec_validation_and_note_for_ignored_options(capsys):
         TransformSpec(strategy="fancy")
     with pytest.raises(UserError, match="crop_scale"):
         TransformSpec(crop_scale=(0.5, 0.2))
+    with pytest.raises(UserError, match="hue 0.7"):
+        TransformSpec(hue=0.7)
     make_train_transform(TransformSpec(auto_augment=True), 8)
     assert "ignored with transform strategy 'default'" in capsys.readouterr().out

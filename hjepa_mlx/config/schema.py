@@ -132,6 +132,10 @@ class TransformsConfig:
     crop_ratio: Tuple[float, float] = pair((0.75, 4.0 / 3.0), 0.0, lo_open=True)
     horizontal_flip: bool = True
     color_jitter: float = num(0.0, 0.0, 1.0)
+    # The colour jitter's hue shift, a fraction of a turn drawn from [-hue, hue]. None: color_jitter / 4 for
+    # strategy default (torchvision/SimCLR's 0.2 at 0.8), none for deit3. 0.5 makes hue carry nothing from
+    # one view to the other (README, "Learning on real images": the quick start's views matched by colour).
+    hue: Optional[float] = num(None, 0.0, 0.5)
     deit3: DeiT3Config = DeiT3Config()
 
 

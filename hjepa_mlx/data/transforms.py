@@ -1,11 +1,11 @@
 """Image transforms (Pillow + NumPy), each driven by an explicit `np.random.Generator` (deterministic).
 
 Train, strategy 'default': random resized crop (torchvision semantics) -> horizontal flip -> colour
-jitter (brightness = contrast = saturation = `color_jitter`, hue = min(0.5, `color_jitter` / 4); the
-four in random order, like torchvision) -> normalise.
+jitter (brightness = contrast = saturation = `color_jitter`, hue = `hue`, or `color_jitter` / 4 when
+`hue` is None; the four in random order, like torchvision) -> normalise.
 Train, strategy 'deit3' (DeiT III 3-Augment): crop + flip -> exactly one of {grayscale, solarize(128),
 Gaussian blur sigma in [0.1, 2]} -> colour jitter (brightness, contrast, saturation; no hue) of strength
-`color_jitter`, or DeiT III's 0.3 when `color_jitter` is 0 -> [RandAugment when `auto_augment`] ->
+`color_jitter`, or DeiT III's 0.3 when `color_jitter` is 0, hue `hue` if given -> [RandAugment when `auto_augment`] ->
 normalise -> [random erasing with `random_erasing_prob`].
 Eval: resize the shorter side to image_size / 0.875, centre crop image_size.
 Every output is float32 HWC, normalised as (x / 255 - mean) / std (ImageNet mean/std by default).
@@ -38,7 +38,8 @@ class TransformSpec:
     crop_scale: (lo, hi) area fraction of the source image kept by the random resized crop.
     crop_ratio: (lo, hi) aspect ratio (w / h) range, sampled log-uniformly.
     horizontal_flip: flip left-right with probability 1/2.
-    color_jitter: brightness/contrast/saturation strength in [0, 1] (see the module docstring for hue).
+    color_jitter: brightness/contrast/saturation strength in [0, 1].
+    hue: the hue shift range in [0, 0.5] of a turn; None: color_jitter / 4 (default), 0 (deit3).
     auto_augment: deit3 only: RandAugment with rand_aug_num_ops ops of rand_aug_magnitude (0..30).
     random_erasing_prob: deit3 only: probability of erasing one rectangle (after normalisation).
     mean, std: per-channel normalisation of x / 255.
@@ -49,6 +50,7 @@ class TransformSpec:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     horizontal_flip: bool = True
     color_jitter: float = 0.0
+    hue: float | None = None
     auto_augment: bool = False
     rand_aug_num_ops: int = 2
     rand_aug_magnitude: float = 9.0
@@ -68,6 +70,8 @@ class TransformSpec:
             problems.append(f"crop_ratio {tuple(self.crop_ratio)} must satisfy 0 < lo <= hi")
         if not 0 <= self.color_jitter <= 1:
             problems.append(f"color_jitter {self.color_jitter} must be in [0, 1]")
+        if self.hue is not None and not 0 <= self.hue <= 0.5:
+            problems.append(f"hue {self.hue} must be in [0, 0.5] (a fraction of a turn)")
         if not 0 <= self.random_erasing_prob <= 1:
             problems.append(f"random_erasing_prob {self.random_erasing_prob} must be in [0, 1]")
         if self.rand_aug_num_ops < 0 or not 0 <= self.rand_aug_magnitude <= 30:
@@ -191,6 +195,7 @@ def make_train_transform(spec: TransformSpec, image_size: int):
     mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
     j = spec.color_jitter
     deit3_jitter = j if j > 0 else DEIT3_JITTER
+    hue = spec.hue if spec.hue is not None else (0.0 if spec.strategy == "deit3" else j / 4)
 
     def transform(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         box = crop_box(rng, img.shape[0], img.shape[1], spec.crop_scale, spec.crop_ratio)
@@ -200,11 +205,11 @@ def make_train_transform(spec: TransformSpec, image_size: int):
         out = out.astype(np.float32)
         if spec.strategy == "deit3":
             out = three_augment(out, rng)
-            out = color_jitter(out, rng, deit3_jitter, deit3_jitter, deit3_jitter, 0.0)
+            out = color_jitter(out, rng, deit3_jitter, deit3_jitter, deit3_jitter, hue)
             if spec.auto_augment and spec.rand_aug_num_ops > 0:
                 out = rand_augment(_to_uint8(out), rng, spec.rand_aug_num_ops, spec.rand_aug_magnitude)
-        elif j > 0:
-            out = color_jitter(out, rng, j, j, j, min(0.5, j / 4))
+        elif j > 0 or hue > 0:
+            out = color_jitter(out, rng, j, j, j, hue)
         out = normalize(out, mean, std)
         if spec.strategy == "deit3" and spec.random_erasing_prob > 0:
             out = random_erasing(out, rng, spec.random_erasing_prob)
